@@ -1,0 +1,409 @@
+"""Find labels that are probably wrong, and fix them, from out-of-fold predicted probabilities.
+
+Plain functions over arrays, like cleanlab's ``filter`` and ``rank``: ``(labels, pred_probs)``
+positional, options keyword-only. The model is not their business: compute ``pred_probs`` once
+with :func:`pseudolabel.out_of_fold_proba` (every sample predicted by a model that never saw it).
+Each public function checks its input once and calls a private twin that assumes valid input.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pseudolabel._validation import check_finite, check_labels, check_same_length, check_threshold
+from pseudolabel.exceptions import InputError
+
+__all__ = ["rank_label_issues", "fix_labels"]
+
+METHODS = ("confident_joint", "disagreement", "normalized_margin", "self_confidence")
+POLICIES = ("relabel", "drop", "review")
+ISSUE_COLUMNS = ["item", "given", "predicted", "p_given", "p_max", "score", "is_issue"]
+RECORD_COLUMNS = ["item", "given", "new", "p_max", "action", "reason"]
+# Probabilities from float32 softmax sum to 1 only up to rounding.
+ROW_SUM_TOLERANCE = 1e-3
+
+
+def rank_label_issues(
+    labels,
+    pred_probs,
+    *,
+    method: str = "confident_joint",
+    top_k: Optional[int] = None,
+    classes: Optional[Sequence] = None,
+) -> pd.DataFrame:
+    """Rank every sample by how likely its given label is wrong, and flag the likely wrong ones.
+
+    Methods (``score``: higher is more suspicious):
+
+    - ``"confident_joint"`` (default): per-class confidence thresholds ``t_j``, the mean
+      ``p_j`` over the samples labeled ``j``, decide each sample's confident class (the most
+      probable class among those with ``p_j >= t_j``). Counting given against confident classes
+      and scaling each row to its class size estimates how many samples of each given class are
+      mislabeled; that many per class are flagged, those with the highest ``score``, the
+      normalized margin below. Samples whose given label is the model's top prediction are never
+      flagged. This is the confident-learning idea (Northcutt et al., 2021) that cleanlab's
+      ``find_label_issues`` implements.
+    - ``"disagreement"``: the seed's rule. Flag every sample whose predicted class differs from
+      its given label; ``score`` is the prediction's confidence ``p_max`` (0 where the model
+      agrees with the label).
+    - ``"self_confidence"``: ``score = 1 - p_given``.
+    - ``"normalized_margin"``: ``score = (max_{j != given} p_j - p_given + 1) / 2`` in [0, 1];
+      above 0.5 means another class beats the given one.
+
+    For ``"self_confidence"`` and ``"normalized_margin"`` the automatic count of flagged samples
+    is the confident joint's estimate of the number of wrong labels; the highest scores are
+    flagged.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+        Given integer labels: column indices of ``pred_probs``, or values of ``classes``.
+    pred_probs : array-like of shape (n_samples, n_classes)
+        Out-of-fold predicted probabilities; each row sums to 1.
+    method : {"confident_joint", "disagreement", "self_confidence", "normalized_margin"}
+    top_k : int or None, default=None
+        Flag at most this many samples (the most suspicious of those the method flags).
+        None flags the method's own count.
+    classes : sequence or None, default=None
+        The label value of each column of ``pred_probs``. By default labels are column indices.
+
+    Returns
+    -------
+    issues : pandas.DataFrame
+        One row per sample, flagged ones first, then by ``score`` descending (ties: lower
+        ``p_given`` first). Columns: ``item`` (row index in ``labels``), ``given``,
+        ``predicted`` (label values), ``p_given``, ``p_max``, ``score``, ``is_issue``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.95, 0.05]])
+    >>> issues = rank_label_issues([0, 0, 1, 1, 1], proba, method="disagreement")
+    >>> issues.loc[issues.is_issue, "item"].tolist()
+    [4]
+    """
+    method = _check_choice(method, METHODS, "method", "rank_label_issues")
+    if top_k is not None and (
+        isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0
+    ):
+        raise InputError(
+            f"The 'top_k' parameter of rank_label_issues must be an int >= 0 or None. "
+            f"Got {top_k!r} instead."
+        )
+    columns, pred_probs, classes = _check_labels_and_probs(labels, pred_probs, classes)
+    return _rank_label_issues(columns, pred_probs, classes, method=method, top_k=top_k)
+
+
+def fix_labels(
+    labels,
+    pred_probs,
+    *,
+    threshold: float = 0.9,
+    policy: str = "relabel",
+    method: str = "confident_joint",
+    issues: Optional[pd.DataFrame] = None,
+    classes: Optional[Sequence] = None,
+    return_record: bool = False,
+):
+    """Return new labels with the flagged samples relabeled, dropped or marked for review.
+
+    The input is never modified. A sample is acted on when it is flagged (``is_issue`` of
+    :func:`rank_label_issues`) and, for ``"relabel"`` and ``"drop"``, its predicted class has
+    confidence ``p_max >= threshold``; flagged samples below the threshold keep their label.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+        Given integer labels (column indices of ``pred_probs``, or values of ``classes``).
+    pred_probs : array-like of shape (n_samples, n_classes)
+        Out-of-fold predicted probabilities.
+    threshold : float in [0, 1), default=0.9
+        Minimum confidence of the prediction for an automatic relabel or drop.
+    policy : {"relabel", "drop", "review"}, default="relabel"
+        ``"relabel"``: take the predicted label. ``"drop"``: set the label to -1 (the caller
+        removes those rows). ``"review"``: keep every label; the record marks every flagged
+        sample ``"review"`` for a person, whatever its confidence (those below the threshold
+        are the ones a machine should not decide).
+    method : str, default="confident_joint"
+        Ranking method of :func:`rank_label_issues`; ignored when ``issues`` is given.
+    issues : pandas.DataFrame or None, default=None
+        A result of :func:`rank_label_issues` for these labels (e.g. edited by hand), reused
+        instead of ranking again.
+    classes : sequence or None, default=None
+        The label value of each column of ``pred_probs``.
+    return_record : bool, default=False
+        Also return the record of what was done and why.
+
+    Returns
+    -------
+    new_labels : ndarray of int64, shape (n_samples,)
+        A new array; -1 where a sample was dropped.
+    record : pandas.DataFrame, only with ``return_record=True``
+        One row per flagged sample, most suspicious first: ``item``, ``given``, ``new``,
+        ``p_max``, ``action`` (``relabel`` | ``drop`` | ``review`` | ``keep``), ``reason``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.95, 0.05]])
+    >>> fix_labels([0, 0, 1, 1, 1], proba, threshold=0.9, method="disagreement")
+    array([0, 0, 1, 1, 0])
+    """
+    threshold = check_threshold(threshold, "threshold", owner="fix_labels")
+    policy = _check_choice(policy, POLICIES, "policy", "fix_labels")
+    method = _check_choice(method, METHODS, "method", "fix_labels")
+    columns, pred_probs, classes = _check_labels_and_probs(labels, pred_probs, classes)
+    if issues is None:
+        issues = _rank_label_issues(columns, pred_probs, classes, method=method, top_k=None)
+    else:
+        _check_issues_frame(issues, len(columns))
+    new_labels, record = _fix_labels(classes[columns], issues, threshold=threshold, policy=policy)
+    return (new_labels, record) if return_record else new_labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: once, in the public functions.
+
+
+def _check_choice(value, allowed: Sequence[str], name: str, owner: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise InputError(
+            f"The {name!r} parameter of {owner} must be one of {options}. Got {value!r} instead."
+        )
+    return value
+
+
+def _check_labels_and_probs(labels, pred_probs, classes):
+    """Return (column index of each label, probabilities as float64, label value per column)."""
+    try:
+        probs = np.asarray(pred_probs, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"pred_probs must be a numeric array of shape (n_samples, n_classes), but it could "
+            f"not be read as one ({exc}); pass predict_proba's output."
+        ) from None
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise InputError(
+            f"pred_probs must be 2-D with one column per class (at least 2), got shape "
+            f"{probs.shape}; pass predict_proba's output, shape (n_samples, n_classes)."
+        )
+    label_arr = np.asarray(labels)
+    if label_arr.ndim == 1 and label_arr.dtype.kind in "iuf" and np.any(label_arr == -1):
+        n_unlabeled = int(np.sum(label_arr == -1))
+        raise InputError(
+            f"labels contains -1 (unlabeled) in {n_unlabeled} row(s), but every row needs a given "
+            "label to be checked; pass only the labeled rows and their pred_probs rows."
+        )
+    label_arr = check_labels(label_arr, "labels", allow_unlabeled=False)
+    check_same_length("labels", label_arr, "pred_probs", probs)
+    check_finite(probs, "pred_probs")
+    if probs.size and (probs.min() < -ROW_SUM_TOLERANCE or probs.max() > 1 + ROW_SUM_TOLERANCE):
+        raise InputError(
+            f"pred_probs must hold probabilities in [0, 1], found values from {probs.min():.4g} "
+            f"to {probs.max():.4g}; pass probabilities, e.g. the softmax of logits or "
+            "predict_proba's output."
+        )
+    sums = probs.sum(axis=1)
+    bad = np.abs(sums - 1.0) > ROW_SUM_TOLERANCE
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"pred_probs rows must sum to 1, but {int(bad.sum())} of {len(probs)} rows do not "
+            f"(row {first} sums to {sums[first]:.4g}); pass probabilities, e.g. the softmax of "
+            "logits or predict_proba's output."
+        )
+
+    n_classes = probs.shape[1]
+    if classes is None:
+        class_values = np.arange(n_classes, dtype=np.int64)
+        outside = label_arr[label_arr >= n_classes]
+        if outside.size:
+            raise InputError(
+                f"labels contains {int(outside.max())}, but pred_probs has {n_classes} columns "
+                f"(labels 0..{n_classes - 1}); pass classes= with the label of each column, or "
+                "pred_probs with one column per class."
+            )
+        return label_arr, probs, class_values
+
+    class_values = np.asarray(classes)
+    if class_values.ndim != 1 or len(class_values) != n_classes:
+        raise InputError(
+            f"classes must name one label per column of pred_probs, got {len(np.atleast_1d(class_values))} "
+            f"classes for {n_classes} columns; pass e.g. estimator.classes_ or np.unique(y)."
+        )
+    if len(np.unique(class_values)) != n_classes:
+        raise InputError(
+            f"classes must be distinct, got {class_values.tolist()}; pass each label once."
+        )
+    order = np.argsort(class_values, kind="stable")
+    pos = np.searchsorted(class_values[order], label_arr)
+    pos = np.clip(pos, 0, n_classes - 1)
+    unknown = class_values[order][pos] != label_arr
+    if unknown.any():
+        raise InputError(
+            f"labels contains {int(label_arr[unknown][0])}, which is not in classes "
+            f"{class_values.tolist()}; pass the classes of pred_probs' columns (estimator.classes_)."
+        )
+    return order[pos].astype(np.int64), probs, class_values
+
+
+def _check_issues_frame(issues, n_samples: int) -> None:
+    if not isinstance(issues, pd.DataFrame):
+        raise InputError(
+            f"issues must be a DataFrame from rank_label_issues, got {type(issues).__name__}; "
+            "pass rank_label_issues(labels, pred_probs) or leave issues=None."
+        )
+    missing = [c for c in ("item", "predicted", "p_max", "score", "is_issue") if c not in issues]
+    if missing:
+        raise InputError(
+            f"issues lacks the column(s) {', '.join(missing)}; pass a DataFrame from "
+            "rank_label_issues or leave issues=None."
+        )
+    items = issues["item"].to_numpy()
+    if len(items) and (items.min() < 0 or items.max() >= n_samples):
+        raise InputError(
+            f"issues refers to item {int(items.max() if items.max() >= n_samples else items.min())}, "
+            f"but there are {n_samples} labels; rank the same labels you fix."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The work: private twins that assume valid input.
+
+
+def _normalized_margin_score(columns: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    rows = np.arange(len(columns))
+    p_given = probs[rows, columns]
+    others = probs.copy()
+    others[rows, columns] = -np.inf
+    return (others.max(axis=1) - p_given + 1.0) / 2.0
+
+
+def _confident_joint(columns: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (calibrated confident joint C[given, confident], confident class per sample or -1).
+
+    The raw joint counts each sample whose probability reaches some class's threshold at
+    (given class, most probable such class); rows are then scaled to the given class sizes so
+    that samples with no confident class still count.
+    """
+    n_classes = probs.shape[1]
+    given_counts = np.bincount(columns, minlength=n_classes)
+    sums = np.bincount(columns, weights=probs[np.arange(len(columns)), columns],
+                       minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        thresholds = sums / given_counts
+    # A class nobody was given has no evidence for a threshold: never confident about it.
+    thresholds[given_counts == 0] = np.inf
+    # Small slack so that a sample at exactly the mean is not lost to rounding.
+    above = probs >= thresholds - 1e-6
+    confident = np.where(above.any(axis=1), np.argmax(np.where(above, probs, -1.0), axis=1), -1)
+    has = confident >= 0
+    joint = np.zeros((n_classes, n_classes), dtype=np.float64)
+    np.add.at(joint, (columns[has], confident[has]), 1.0)
+    row_sums = joint.sum(axis=1)
+    scale = np.divide(given_counts, row_sums, out=np.zeros(n_classes), where=row_sums > 0)
+    calibrated = joint * scale[:, None]
+    # A given class with no confident sample at all: trust its labels.
+    empty = (row_sums == 0) & (given_counts > 0)
+    calibrated[empty, empty] = given_counts[empty]
+    return calibrated, confident
+
+
+def _estimated_issue_counts(columns: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Estimated number of wrong labels per given class: the calibrated joint's off-diagonal."""
+    calibrated, _ = _confident_joint(columns, probs)
+    off_diagonal = calibrated.sum(axis=1) - np.diag(calibrated)
+    return np.rint(off_diagonal).astype(np.int64)
+
+
+def _rank_label_issues(columns, probs, classes, *, method: str, top_k: Optional[int]) -> pd.DataFrame:
+    n = len(columns)
+    rows = np.arange(n)
+    predicted_col = np.argmax(probs, axis=1)
+    p_given = probs[rows, columns]
+    p_max = probs[rows, predicted_col]
+    # Given label not the top prediction (ties count as agreement: no evidence of a wrong label).
+    disagrees = p_max > p_given
+
+    if method == "disagreement":
+        score = np.where(disagrees, p_max, 0.0)
+        flagged = disagrees.copy()
+    elif method == "self_confidence":
+        score = 1.0 - p_given
+        flagged = _flag_top(score, int(_estimated_issue_counts(columns, probs).sum()), disagrees)
+    elif method == "normalized_margin":
+        score = _normalized_margin_score(columns, probs)
+        flagged = _flag_top(score, int(_estimated_issue_counts(columns, probs).sum()), disagrees)
+    else:  # confident_joint
+        score = _normalized_margin_score(columns, probs)
+        per_class = _estimated_issue_counts(columns, probs)
+        flagged = np.zeros(n, dtype=bool)
+        for k, count in enumerate(per_class):
+            if count <= 0:
+                continue
+            members = np.flatnonzero((columns == k) & disagrees)
+            top = members[np.argsort(-score[members], kind="stable")[:count]]
+            flagged[top] = True
+
+    # Flagged first, then most suspicious; ties broken by lower p_given, then row order.
+    order = np.lexsort((rows, p_given, -score, ~flagged))
+    if top_k is not None:
+        flagged_in_order = np.flatnonzero(flagged[order])
+        flagged[order[flagged_in_order[top_k:]]] = False
+        order = np.lexsort((rows, p_given, -score, ~flagged))
+
+    return pd.DataFrame({
+        "item": rows[order],
+        "given": classes[columns[order]],
+        "predicted": classes[predicted_col[order]],
+        "p_given": p_given[order],
+        "p_max": p_max[order],
+        "score": score[order],
+        "is_issue": flagged[order],
+    }, columns=ISSUE_COLUMNS).reset_index(drop=True)
+
+
+def _flag_top(score: np.ndarray, count: int, eligible: np.ndarray) -> np.ndarray:
+    """Flag the `count` highest scores among the eligible samples."""
+    members = np.flatnonzero(eligible)
+    top = members[np.argsort(-score[members], kind="stable")[:count]]
+    flagged = np.zeros(len(score), dtype=bool)
+    flagged[top] = True
+    return flagged
+
+
+def _fix_labels(given: np.ndarray, issues: pd.DataFrame, *, threshold: float, policy: str):
+    new_labels = np.array(given, dtype=np.int64, copy=True)
+    suspects = issues[issues["is_issue"].to_numpy(dtype=bool)]
+    items = suspects["item"].to_numpy(dtype=np.int64)
+    predicted = suspects["predicted"].to_numpy()
+    p_max = suspects["p_max"].to_numpy(dtype=np.float64)
+    scores = suspects["score"].to_numpy(dtype=np.float64)
+    confident = p_max >= threshold
+
+    if policy == "relabel":
+        actions = np.where(confident, "relabel", "keep")
+        new_labels[items[confident]] = predicted[confident]
+    elif policy == "drop":
+        actions = np.where(confident, "drop", "keep")
+        new_labels[items[confident]] = -1
+    else:
+        actions = np.full(len(items), "review", dtype=object)
+
+    reasons = [
+        f"score {s:.3f}; predicted {p} with p {pm:.3f} {'>=' if c else '<'} threshold {threshold:g}"
+        for s, p, pm, c in zip(scores, predicted, p_max, confident)
+    ]
+    record = pd.DataFrame({
+        "item": items,
+        "given": given[items],
+        "new": new_labels[items],
+        "p_max": p_max,
+        "action": np.asarray(actions, dtype=object),
+        "reason": reasons,
+    }, columns=RECORD_COLUMNS).reset_index(drop=True)
+    return new_labels, record

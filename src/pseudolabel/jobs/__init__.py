@@ -1,0 +1,1 @@
+"""The jobs behind the CLI: each wires data, an estimator, a run directory and the label store."""

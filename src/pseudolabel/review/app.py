@@ -1,0 +1,383 @@
+"""The review web page: a small Starlette app over a LabelStore.
+
+Security, for a page that writes labels and runs on a person's machine:
+
+* it binds 127.0.0.1 unless told otherwise;
+* every request whose Host header is not the bound address is refused with 400, so a web page
+  elsewhere cannot reach it through DNS rebinding;
+* every write needs the per-launch token (header ``X-Review-Token`` or a ``token`` field in the
+  JSON or form body), which only the printed URL carries, so a cross-site form cannot write;
+* images are looked up by item id in the store; no path is ever taken from a URL.
+"""
+from __future__ import annotations
+
+import getpass
+import hmac
+import json
+import math
+import secrets
+import socket
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from pseudolabel.exceptions import DataError, InputError
+from pseudolabel.queues import QUEUES, queue as make_queue
+from pseudolabel.review.images import ImageSource, open_image_source
+from pseudolabel.review.page import INDEX_HTML, REVIEW_CSS, REVIEW_JS
+from pseudolabel.store import LabelStore
+
+__all__ = ["create_app", "serve", "review_url", "allowed_hosts_for"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_WILDCARD = ("0.0.0.0", "::", "")
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",  # the URL carries the token
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; frame-ancestors 'none'",
+}
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def allowed_hosts_for(host: str, port: int) -> set[str] | None:
+    """The Host header values accepted for a server bound to ``host:port``; None (any) for a
+    wildcard bind, where the machine's outside names are unknown and only the token protects."""
+    if host in _WILDCARD:
+        return None
+    names = _LOOPBACK if host in _LOOPBACK else (host,)
+    allowed = {_host_port(h, port).lower() for h in names}
+    if port == 80:  # browsers leave out the default port
+        allowed |= {(f"[{h}]" if ":" in h else h).lower() for h in names}
+    return allowed
+
+
+def review_url(host: str, port: int, token: str) -> str:
+    """The address to open, with the per-launch token: ``http://127.0.0.1:8765/?token=...``."""
+    shown = "127.0.0.1" if host in _WILDCARD else host
+    return f"http://{_host_port(shown, port)}/?token={token}"
+
+
+class HostCheckMiddleware:
+    """Refuse (400) any request whose Host header is not one of ``allowed`` (DNS rebinding)."""
+
+    def __init__(self, app, allowed: set[str] | None) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket") and self.allowed is not None:
+            host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
+            if host not in self.allowed:
+                response = PlainTextResponse(
+                    f"Host {host!r} is not this review server; open {sorted(self.allowed)[0]}.", status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+def _record(row: dict) -> dict:
+    return {k: _jsonable(v) for k, v in row.items()}
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+class ReviewApp:
+    """State and handlers of one review page: the store, the image source, the token."""
+
+    def __init__(self, store: LabelStore, images: ImageSource | None, token: str, who: str) -> None:
+        self.store, self.images, self.token, self.who = store, images, token, who
+        self._cache: dict = {}
+        self._cache_lock = threading.Lock()
+
+    # ---- helpers
+    def _version(self) -> tuple:
+        # Any write by any process moves one of these: then queues are computed afresh.
+        return tuple(self.store._rows(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM predictions), "
+            "(SELECT COALESCE(MAX(id), 0) FROM discards), (SELECT COUNT(*) FROM items)")[0])
+
+    def queue(self, name: str, cls: int | None):
+        key = (name, cls, self._version())
+        with self._cache_lock:
+            if key in self._cache:
+                return self._cache[key]
+        df = make_queue(self.store, name, cls=cls)
+        with self._cache_lock:
+            # Keep the queues of the current version only: older ones can never be asked again.
+            self._cache = {k: v for k, v in self._cache.items() if k[2] == key[2]}
+            self._cache[key] = df
+        return df
+
+    def classes(self) -> list[str]:
+        names = self.store.classes
+        if names:
+            return names
+        top = self.store._rows("SELECT MAX(label) FROM events")[0][0]
+        return [str(i) for i in range((top or 0) + 1)] if top is not None and top >= 0 else []
+
+    def item_state(self, item_id: int) -> dict:
+        row = self.store.current_labels(items=[item_id]).iloc[0].to_dict()
+        return _record({k: row[k] for k in ("item_id", "key", "label", "source", "confidence", "human_event")})
+
+    async def _authorized(self, request: Request) -> tuple[bool, dict]:
+        """Read the body (JSON or form) and check the token from the header or the body."""
+        raw = await request.body()
+        ctype = request.headers.get("content-type", "")
+        body: dict = {}
+        try:
+            if "json" in ctype and raw:
+                body = json.loads(raw)
+            elif "x-www-form-urlencoded" in ctype:
+                body = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8")).items()}
+        except (ValueError, UnicodeDecodeError):
+            body = {"_invalid": True}
+        if not isinstance(body, dict):
+            body = {"_invalid": True}
+        given = request.headers.get("x-review-token") or str(body.get("token", ""))
+        return hmac.compare_digest(given.encode(), self.token.encode()), body
+
+    # ---- endpoints
+    async def index(self, request: Request) -> Response:
+        return HTMLResponse(INDEX_HTML, headers=_HEADERS)
+
+    async def css(self, request: Request) -> Response:
+        return Response(REVIEW_CSS, media_type="text/css", headers=_HEADERS)
+
+    async def js(self, request: Request) -> Response:
+        return Response(REVIEW_JS, media_type="text/javascript", headers=_HEADERS)
+
+    def summary(self, request: Request) -> Response:
+        counts = {name: int(len(self.queue(name, None))) for name in QUEUES}
+        default = next((q for q in ("suspects", "audit", "active") if counts[q]), "all")
+        return JSONResponse({"classes": self.classes(), "queues": counts, "default_queue": default,
+                             "who": self.who, "store": self.store.path.name}, headers=_HEADERS)
+
+    def queue_page(self, request: Request) -> Response:
+        p = request.query_params
+        name = p.get("queue", "all")
+        try:
+            cls = int(p["cls"]) if p.get("cls", "") != "" else None
+            offset = max(0, int(p.get("offset", 0)))
+            limit = min(1000, max(1, int(p.get("limit", 120))))
+        except ValueError:
+            return _error("cls, offset and limit must be whole numbers.", 400)
+        if name not in QUEUES:
+            return _error(f"queue must be one of {', '.join(QUEUES)}, got {name!r}.", 400)
+        df = self.queue(name, cls)
+        hint = None
+        if not len(df):
+            hint = {"suspects": "No cleaning suggestions in this store: run `pseudolabel clean` first.",
+                    "audit": "No accepted pseudo labels in this store: run `pseudolabel selftrain` first.",
+                    "active": "No unlabeled items with model predictions in this store.",
+                    "all": "This store holds no items."}[name]
+            if cls is not None:
+                hint = f"No items of class {cls} in this queue."
+        cols = ["item_id", "key", "label", "source", "suggestion", "confidence", "score", "reason",
+                "baseline", "human_event", "reviewed"]
+        rows = [_record(r) for r in df.iloc[offset:offset + limit][cols].to_dict("records")]
+        return JSONResponse({"queue": name, "cls": cls, "total": int(len(df)),
+                             "reviewed": int(df["reviewed"].sum()) if len(df) else 0,
+                             "offset": offset, "items": rows, "hint": hint}, headers=_HEADERS)
+
+    def history(self, request: Request) -> Response:
+        item_id = request.path_params["item_id"]
+        try:
+            events = self.store.history(item_id)
+        except InputError:
+            return _error(f"no item with id {item_id} in this store.", 404)
+        return JSONResponse({"item_id": item_id, "events": [_record(e) for e in events]}, headers=_HEADERS)
+
+    def image(self, request: Request) -> Response:
+        item_id = request.path_params["item_id"]
+        row = self.store._rows("SELECT location FROM items WHERE id = ?", (item_id,))
+        if not row:
+            return PlainTextResponse(f"no item with id {item_id} in this store.", status_code=404)
+        if self.images is None:
+            return PlainTextResponse("no image source: start the review page with --images PATH.", status_code=404)
+        try:
+            data = self.images.png(row[0][0])
+        except DataError as exc:
+            return PlainTextResponse(str(exc), status_code=404)
+        return Response(data, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+    async def decide(self, request: Request) -> Response:
+        ok, body = await self._authorized(request)
+        if not ok:
+            return _error("a valid review token is required to record decisions; open the URL printed "
+                          "by `pseudolabel review`.", 403)
+        action = body.get("action", "set")
+        if action not in ("set", "accept", "keep"):
+            return _error(f"action must be set, accept or keep, got {action!r}.", 400)
+        try:
+            item_id = int(body["item_id"])
+            label = int(body["label"]) if action != "keep" else None
+        except (KeyError, TypeError, ValueError):
+            return _error("a decision needs an integer item_id and label.", 400)
+        return await self._run(self._decide, item_id, label, action)
+
+    def _decide(self, item_id: int, label: int | None, action: str) -> Response:
+        try:
+            if action == "keep":
+                # Keeping confirms the current label as a person's decision.
+                label = int(self.store.current_labels(items=[item_id])["label"].iloc[0])
+                if label < 0:
+                    return _error("this item has no label to keep; press a digit to set one.", 400)
+            elif label < 0:
+                return _error(f"label must be a class index >= 0, got {label}.", 400)
+            self.store.add_labels([item_id], [label], "human", who=self.who, note=action)
+        except InputError as exc:
+            status = 404 if "unknown item" in str(exc) else 400
+            return _error(str(exc), status)
+        return JSONResponse({"ok": True, "item": self.item_state(item_id)}, headers=_HEADERS)
+
+    async def undo(self, request: Request) -> Response:
+        ok, _ = await self._authorized(request)
+        if not ok:
+            return _error("a valid review token is required to undo; open the URL printed by "
+                          "`pseudolabel review`.", 403)
+        return await self._run(self._undo)
+
+    def _undo(self) -> Response:
+        event = self.store.undo(who=self.who, note="review page")
+        if event is None:
+            return JSONResponse({"undone": None, "item": None}, headers=_HEADERS)
+        return JSONResponse({"undone": _record(event), "item": self.item_state(event["item_id"])},
+                            headers=_HEADERS)
+
+    @staticmethod
+    async def _run(fn, *args) -> Response:
+        # SQLite calls block: keep them off the event loop.
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(fn, *args)
+
+
+def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
+               host: str = "127.0.0.1", port: int = 8765, who: str | None = None,
+               allowed_hosts: set[str] | None = None) -> Starlette:
+    """The review page as an ASGI app over an existing label store.
+
+    Parameters
+    ----------
+    store_path : str, Path or LabelStore
+        The store (it must exist).
+    images : path, "digits", mapping of arrays, ImageSource or None
+        Where the images are; None uses the store's ``images`` meta value when set.
+    token : str
+        The per-launch secret that every write must carry.
+    host, port : the address the server binds; requests for any other Host are refused.
+    who : str, optional
+        Recorded as ``who`` of every decision (default: the login name).
+    allowed_hosts : set of "host:port", optional
+        Overrides the Host headers accepted (default: from host and port).
+
+    Examples
+    --------
+    >>> from starlette.testclient import TestClient                           # doctest: +SKIP
+    >>> app = create_app("labels.db", "mnist.npz", token="s3cret", port=8765)   # doctest: +SKIP
+    >>> TestClient(app, base_url="http://127.0.0.1:8765").get("/api/summary")  # doctest: +SKIP
+    """
+    if not token:
+        raise InputError("the review page needs a non-empty token; pass token=secrets.token_urlsafe().")
+    store = store_path if isinstance(store_path, LabelStore) else LabelStore(store_path, create=False)
+    if images is None and store.get_meta("images"):
+        images = store.get_meta("images")
+    source = open_image_source(images, base=store.path.parent)
+    if who is None:
+        try:
+            who = getpass.getuser()
+        except (KeyError, OSError):
+            who = "reviewer"
+    state = ReviewApp(store, source, token, who)
+    routes = [
+        Route("/", state.index),
+        Route("/static/review.css", state.css),
+        Route("/static/review.js", state.js),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
+        Route("/api/summary", state.summary),
+        Route("/api/queue", state.queue_page),
+        Route("/api/history/{item_id:int}", state.history),
+        Route("/image/{item_id:int}", state.image),
+        Route("/api/decide", state.decide, methods=["POST"]),
+        Route("/api/undo", state.undo, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.review = state
+    hosts = allowed_hosts if allowed_hosts is not None else allowed_hosts_for(host, port)
+    app.add_middleware(HostCheckMiddleware, allowed=hosts)
+    return app
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {_host_port(host, port)} ({exc.strerror}); pass another --port "
+                         "or stop the program that uses it.") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(store_path: str | Path, images=None, host: str = "127.0.0.1", port: int = 8765,
+          open_browser: bool = False, *, token: str | None = None, who: str | None = None) -> None:
+    """Serve the review page until Ctrl+C, after printing its URL (with the per-launch token).
+
+    ``port=0`` picks a free port. Binding anything but loopback prints a warning: the page is then
+    reachable from the network, protected by the token only.
+
+    Examples
+    --------
+    >>> serve("runs/clean/labels.db", images="mnist.npz")   # doctest: +SKIP
+    review page: http://127.0.0.1:8765/?token=...
+    """
+    import uvicorn
+
+    token = token or secrets.token_urlsafe(24)
+    sock = _bind(host, port)
+    try:
+        port = sock.getsockname()[1]
+        app = create_app(store_path, images, token=token, host=host, port=port, who=who)
+        if host not in _LOOPBACK:
+            print(f"warning: the review page listens on {host}, reachable from other machines; "
+                  "anyone with the URL can change labels.", file=sys.stderr)
+        url = review_url(host, port, token)
+        print(f"review page: {url}", flush=True)
+        print("press Ctrl+C to stop", flush=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,0 +1,93 @@
+"""Which predictions become labels: a threshold (fixed or per round), the k best, a per-class quota.
+
+Plain functions over probability arrays; SelfTraining calls them once a round.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable, Sequence, Union
+
+import numpy as np
+
+from pseudolabel._validation import check_threshold
+from pseudolabel.exceptions import InputError
+
+ThresholdSchedule = Union[float, Sequence[float], Callable[[int], float]]
+
+
+def threshold_for_round(schedule: ThresholdSchedule, round_: int) -> float:
+    """The threshold of round ``round_`` (1-based).
+
+    A float is used in every round; a list gives one value per round and its last value repeats
+    after it runs out; a callable is called with the round number.
+
+    Examples
+    --------
+    >>> threshold_for_round([0.99, 0.95], 1), threshold_for_round([0.99, 0.95], 5)
+    (0.99, 0.95)
+    """
+    if callable(schedule):
+        value = schedule(round_)
+        name = f"threshold returned by the schedule for round {round_}"
+    elif isinstance(schedule, (list, tuple, np.ndarray)):
+        if len(schedule) == 0:
+            raise InputError("The 'threshold' list of SelfTraining is empty; give at least one value in [0, 1).")
+        value = schedule[min(round_, len(schedule)) - 1]
+        name = "threshold"
+    else:
+        value = schedule
+        name = "threshold"
+    return check_threshold(value, name)
+
+
+def check_schedule(schedule: ThresholdSchedule) -> None:
+    """Check every value of a list schedule (a callable is checked round by round)."""
+    if isinstance(schedule, (list, tuple, np.ndarray)):
+        if len(schedule) == 0:
+            raise InputError("The 'threshold' list of SelfTraining is empty; give at least one value in [0, 1).")
+        for v in schedule:
+            check_threshold(v)
+    elif not callable(schedule):
+        check_threshold(schedule)
+
+
+def select_by_threshold(proba: np.ndarray, threshold: float) -> np.ndarray:
+    """Mask of rows whose highest probability is strictly greater than ``threshold`` (as the seed)."""
+    return proba.max(axis=1) > threshold
+
+
+def select_k_best(proba: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the ``k`` most confident rows (all rows when there are fewer)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise InputError(f"The 'k_best' parameter of SelfTraining must be an int >= 1. Got {k!r} instead.")
+    mask = np.zeros(len(proba), dtype=bool)
+    if len(proba) <= k:
+        mask[:] = True
+        return mask
+    conf = proba.max(axis=1)
+    mask[np.argpartition(-conf, k - 1)[:k]] = True
+    return mask
+
+
+def class_balanced(proba: np.ndarray, mask: np.ndarray, quota: int | np.ndarray) -> np.ndarray:
+    """Keep at most ``quota`` of the selected rows per predicted class, the most confident first.
+
+    ``quota`` is one number for every class or one per column of ``proba``. Classes the model
+    finds easy otherwise flood the training set and drown the hard ones.
+
+    Examples
+    --------
+    >>> p = np.array([[0.9, 0.1], [0.95, 0.05], [0.2, 0.8]])
+    >>> class_balanced(p, np.ones(3, bool), 1).tolist()
+    [False, True, True]
+    """
+    pred = proba.argmax(axis=1)
+    conf = proba.max(axis=1)
+    quotas = np.broadcast_to(np.asarray(quota), (proba.shape[1],))
+    keep = np.zeros_like(mask)
+    for c in range(proba.shape[1]):
+        rows = np.flatnonzero(mask & (pred == c))
+        if len(rows) > quotas[c]:
+            rows = rows[np.argsort(-conf[rows], kind="stable")[: int(quotas[c])]]
+        keep[rows] = True
+    return keep

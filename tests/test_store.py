@@ -1,0 +1,274 @@
+"""LabelStore: migrations, derived current labels, undo, discard, bad files, bulk and concurrent
+writes, export and import. Real SQLite files in tmp_path, digits as the data."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pseudolabel.exceptions import DataError, InputError, StoreError
+from pseudolabel.store import MIGRATIONS, SCHEMA_VERSION, LabelStore, apply_migrations
+
+
+@pytest.fixture
+def store(tmp_path, digits):
+    """A store of 300 digits: 100 given labels, classes 0..9."""
+    _, y = digits
+    s = LabelStore(tmp_path / "labels.db")
+    s.set_classes([str(d) for d in range(10)])
+    keys = [f"train/{i}" for i in range(300)]
+    s.add_items(keys, [f"x:{i}" for i in range(300)])
+    given = y[:300].copy()
+    given[100:] = -1
+    s.add_labels(keys, given, "given", round=0)
+    yield s
+    s.close()
+
+
+def _event_count(path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+
+def test_new_store_applies_named_migrations_in_order(tmp_path):
+    s = LabelStore(tmp_path / "labels.db")
+    assert s.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
+    assert s.migrations() == [name for name, _ in MIGRATIONS]
+    with sqlite3.connect(tmp_path / "labels.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        versions = [r[0] for r in conn.execute("SELECT version FROM migrations ORDER BY version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    s.close()
+    # Reopening applies nothing twice.
+    assert LabelStore(tmp_path / "labels.db").migrations() == [name for name, _ in MIGRATIONS]
+
+
+def test_old_store_is_upgraded_and_keeps_its_events(tmp_path):
+    path = tmp_path / "labels.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert apply_migrations(conn, upto=1) == [MIGRATIONS[0][0]]
+    conn.execute("INSERT INTO items(key, location) VALUES ('a', 'x:0')")
+    conn.execute("INSERT INTO events(item_id, label, source, created_at) VALUES (1, 3, 'given', 'then')")
+    conn.close()
+    s = LabelStore(path)
+    assert s.migrations() == [name for name, _ in MIGRATIONS]
+    assert s.current_labels()["label"].tolist() == [3]
+    s.record_predictions(["a"], np.array([[0.2, 0.8]]), "r1")  # a table of migration 2 works
+    assert len(s.queue("active")) == 0  # 'a' is labeled
+
+
+def test_newer_schema_is_refused_and_file_untouched(tmp_path):
+    path = tmp_path / "labels.db"
+    LabelStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as err:
+        LabelStore(path)
+    assert str(err.value) == (f"labels.db has schema version 7 but this pseudolabel knows up to "
+                              f"{SCHEMA_VERSION}; upgrade pseudolabel.")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("content", [b"this is not a database\n" * 100,
+                                     b"SQLite format 3\x00" + bytes(range(256)) * 30])
+def test_corrupt_file_is_refused_and_never_overwritten(tmp_path, content):
+    path = tmp_path / "labels.db"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match="labels.db") as err:
+        LabelStore(path)
+    assert "left untouched" in str(err.value)
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.db"]
+
+
+def test_foreign_sqlite_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE photos (id INTEGER)")
+    with pytest.raises(StoreError, match="not a pseudolabel label store"):
+        LabelStore(path)
+    with pytest.raises(StoreError, match="no label store"):
+        LabelStore(tmp_path / "missing.db", create=False)
+
+
+def test_current_label_is_derived_from_events_and_history_keeps_all(store, digits):
+    _, y = digits
+    run = store.begin_run("selftrain", {"threshold": 0.9})
+    keys = [f"train/{i}" for i in range(100, 300)]
+    store.add_labels(keys, y[100:300], "pseudo", confidence=0.95, round=1, run_id=run)
+    store.add_labels(["train/5"], [(y[5] + 1) % 10], "human", who="ana", note="looked")
+    # A later machine label does not override the person.
+    store.add_labels(["train/5", "train/6"], [y[5], (y[6] + 2) % 10], "corrected", run_id="clean-1")
+    cur = store.current_labels().set_index("key")
+    assert (cur["label"] >= 0).all()
+    assert cur.loc["train/5", "label"] == (y[5] + 1) % 10 and cur.loc["train/5", "source"] == "human"
+    assert cur.loc["train/6", "label"] == (y[6] + 2) % 10 and cur.loc["train/6", "source"] == "corrected"
+    assert cur.loc["train/150", "source"] == "pseudo" and cur.loc["train/150", "round"] == 1
+    assert cur.loc["train/150", "run_id"] == run
+    hist = store.history("train/5")
+    assert [e["source"] for e in hist] == ["given", "human", "corrected"]
+    assert [e["status"] for e in hist] == ["superseded", "current", "superseded"]
+    assert hist[1]["who"] == "ana" and hist[1]["note"] == "looked" and hist[1]["created_at"].endswith("Z")
+    assert set(store.runs()["run_id"]) == {run, "clean-1"}
+    assert store.counts() == {"given": 98, "corrected": 1, "pseudo": 200, "human": 1}
+
+
+def test_undo_cancels_the_last_human_decision(store, digits):
+    _, y = digits
+    store.add_labels(["train/1"], [7], "human", who="ana")
+    store.add_labels(["train/2"], [8], "human", who="bob")
+    store.add_labels(["train/3"], [9], "human", who="ana")
+    undone = store.undo(who="ana")
+    assert (undone["key"], undone["label"], undone["who"]) == ("train/3", 9, "ana")
+    cur = store.current_labels().set_index("key")
+    assert cur.loc["train/3", "label"] == y[3] and cur.loc["train/3", "source"] == "given"
+    assert cur.loc["train/2", "label"] == 8  # bob's decision stays
+    assert store.undo(who="ana")["key"] == "train/1"
+    assert store.undo(who="ana") is None
+    assert store.undo()["key"] == "train/2"
+    assert [e["status"] for e in store.history("train/3")] == ["current", "undone", "undo"]
+    assert _event_count(store.path) == 100 + 3 + 3  # nothing deleted
+
+
+def test_discard_drops_machine_labels_but_never_given_or_human(store, digits):
+    _, y = digits
+    r1, r2 = store.begin_run("selftrain"), store.begin_run("selftrain")
+    store.add_labels([f"train/{i}" for i in range(100, 200)], y[100:200], "pseudo", confidence=0.99, run_id=r1)
+    store.add_labels([f"train/{i}" for i in range(200, 250)], y[200:250], "pseudo", confidence=0.99, run_id=r2)
+    store.add_labels(["train/120"], [y[120]], "human", who="ana")
+    store.add_labels(["train/0"], [y[0]], "pseudo", run_id=r1)  # a pseudo label on a given item
+    events = _event_count(store.path)
+    assert store.discard("pseudo", run_id=r2) == 50
+    assert store.discard("pseudo") == 101
+    assert store.discard("pseudo") == 0
+    cur = store.current_labels().set_index("key")
+    assert (cur["source"] == "pseudo").sum() == 0
+    assert cur.loc["train/120", "source"] == "human"
+    assert cur.loc["train/0", "source"] == "given" and cur.loc["train/0", "label"] == y[0]
+    assert (cur["source"] == "given").sum() == 100 and (cur["label"] == -1).sum() == 300 - 100 - 1
+    assert _event_count(store.path) == events  # a discard writes no event and deletes none
+    # A redone run after the discard shows again.
+    store.add_labels(["train/130"], [y[130]], "pseudo", run_id=store.begin_run("selftrain"))
+    assert store.current_labels().set_index("key").loc["train/130", "source"] == "pseudo"
+    for source in ("given", "human"):
+        with pytest.raises(InputError, match="machine labels only"):
+            store.discard(source)
+
+
+def test_events_are_append_only(store):
+    with sqlite3.connect(store.path) as conn:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM events")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE events SET label = 0")
+
+
+def test_bad_labels_and_keys_are_input_errors(store):
+    n = _event_count(store.path)
+    with pytest.raises(InputError, match="label 10 is outside the known classes"):
+        store.add_labels(["train/1", "train/2"], [3, 10], "human")
+    with pytest.raises(InputError, match="unknown item key 'nope'"):
+        store.add_labels(["nope"], [1], "human")
+    with pytest.raises(InputError, match="unknown item id 99999"):
+        store.add_labels([99999], [1], "human")
+    with pytest.raises(InputError, match="same length"):
+        store.add_labels(["train/1"], [1, 2], "human")
+    with pytest.raises(InputError, match="source must be one of"):
+        store.add_labels(["train/1"], [1], "undo")
+    with pytest.raises(InputError, match=r"confidence must be in \[0, 1\]"):
+        store.add_labels(["train/1"], [1], "pseudo", confidence=1.5)
+    with pytest.raises(InputError, match="already in labels.db"):
+        store.add_items(["train/1"], ["x:999"])
+    with pytest.raises(InputError, match="already holds the label 9"):
+        store.set_classes(["a", "b"])
+    assert _event_count(store.path) == n
+    # -1 is "no label": skipped for machine sources, a decision for a person.
+    assert store.add_labels(["train/200", "train/201"], [-1, 4], "pseudo") == 1
+    assert store.add_labels(["train/202"], [-1], "human") == 1
+
+
+def test_bulk_60k_events_in_one_call(tmp_path):
+    s = LabelStore(tmp_path / "labels.db")
+    s.set_classes([str(d) for d in range(10)])
+    n = 60_000
+    keys = [f"train/{i}" for i in range(n)]
+    ids = s.add_items(keys, [f"x_train:{i}" for i in range(n)])
+    assert len(np.unique(ids)) == n
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, n)
+    conf = rng.random(n)
+    assert s.add_labels(keys, labels, "pseudo", confidence=conf, round=2, run_id="r") == n
+    cur = s.current_labels()
+    assert len(cur) == n
+    np.testing.assert_array_equal(cur["label"].to_numpy(), labels)
+    np.testing.assert_allclose(cur["confidence"].to_numpy(), conf)
+    assert set(cur["source"]) == {"pseudo"} and set(cur["round"]) == {2}
+
+
+def _writer(path: str, name: str, n: int, start) -> None:
+    s = LabelStore(path)
+    start.wait()
+    for i in range(n):
+        s.add_labels([f"item/{i % 50}"], [i % 10], "human", who=name)
+    s.close()
+
+
+def test_two_writer_processes_lose_no_event(tmp_path):
+    path = tmp_path / "labels.db"
+    s = LabelStore(path)
+    s.add_items([f"item/{i}" for i in range(50)])
+    s.close()
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_writer, args=(str(path), f"w{k}", 500, start)) for k in range(2)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with sqlite3.connect(path) as conn:
+        per = dict(conn.execute("SELECT who, COUNT(*) FROM events GROUP BY who").fetchall())
+    assert per == {"w0": 500, "w1": 500}
+
+
+def test_export_csv_parquet_and_folder_manifest(store, tmp_path, digits):
+    _, y = digits
+    store.add_labels(["train/150"], [4], "human", who="ana")
+    csv = pd.read_csv(store.export(tmp_path / "labels.csv"))
+    assert len(csv) == 101 and set(csv["source"]) == {"given", "human"}
+    row = csv.set_index("key").loc["train/150"]
+    assert (row["label"], row["source"], row["location"]) == (4, "human", "x:150")
+    pq = pd.read_parquet(store.export(tmp_path / "labels.parquet", format="parquet"))
+    pd.testing.assert_frame_equal(pq[["key", "label", "source"]], csv[["key", "label", "source"]])
+    everything = pd.read_csv(store.export(tmp_path / "all.csv", labeled_only=False))
+    assert len(everything) == 300 and (everything["label"] == -1).sum() == 199
+    manifest = pd.read_csv(store.export(tmp_path / "manifest.csv", format="folder"))
+    assert list(manifest.columns) == ["path", "label", "source", "class"]
+    assert manifest.set_index("path").loc["x:0", "label"] == y[0]
+    with pytest.raises(InputError, match="format must be"):
+        store.export(tmp_path / "x.json", format="json")
+
+
+def test_import_labels_csv_by_index_and_name(tmp_path):
+    s = LabelStore(tmp_path / "labels.db")
+    s.set_classes(["cat", "dog"])
+    s.add_items(["a.jpg", "b.jpg", "c.jpg"])
+    (tmp_path / "in.csv").write_text("item,label\na.jpg,dog\nb.jpg,0\nc.jpg,\n")
+    assert s.import_labels_csv(tmp_path / "in.csv", who="ana") == 2
+    cur = s.current_labels().set_index("key")
+    assert cur.loc["a.jpg", "label"] == 1 and cur.loc["b.jpg", "label"] == 0
+    assert cur.loc["a.jpg", "who"] == "ana" and cur.loc["c.jpg", "label"] == -1
+    (tmp_path / "bad.csv").write_text("key,label\na.jpg,bird\n")
+    with pytest.raises(InputError, match="'bird'"):
+        s.import_labels_csv(tmp_path / "bad.csv")
+    (tmp_path / "cols.csv").write_text("file,class\na.jpg,dog\n")
+    with pytest.raises(InputError, match="needs 'key'"):
+        s.import_labels_csv(tmp_path / "cols.csv")
+    with pytest.raises(DataError, match="no CSV file"):
+        s.import_labels_csv(tmp_path / "missing.csv")
+    assert _event_count(s.path) == 2
