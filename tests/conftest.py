@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-# Two cores: keep torch from oversubscribing when tests run beside other work.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+from threadpoolctl import threadpool_limits
+
+# One thread for torch and BLAS in tests: on a 2-core machine, OpenMP threads spinning against
+# joblib workers or another process turn a 0.06 s fit into 9 s.
+torch.set_num_threads(1)
+threadpool_limits(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_ALL = os.environ.get("PSEUDOLABEL_REQUIRE_ALL") == "1"

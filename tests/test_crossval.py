@@ -189,9 +189,11 @@ def test_bad_input_gives_one_clear_line(digits_flat):
     with pytest.raises(InputError, match="y contains the label -1"):
         out_of_fold_proba(lr, X, y_unlabeled)
     for bad_cv in (1, 0, "5", 2.5, True):
-        with pytest.raises(InputError, match=r"'cv' parameter of out_of_fold_proba must be an int >= 2"):
+        with pytest.raises(InputError,
+                           match=r"'cv' parameter of out_of_fold_proba must be an int >= 2"):
             out_of_fold_proba(lr, X, y, cv=bad_cv)
-    with pytest.raises(InputError, match=r"^LinearSVC has no predict_proba.*CalibratedClassifierCV"):
+    with pytest.raises(InputError,
+                       match=r"^LinearSVC has no predict_proba.*CalibratedClassifierCV"):
         out_of_fold_proba(LinearSVC(), X, y)
     with pytest.raises(InputError, match="estimator must be a scikit-learn estimator"):
         out_of_fold_proba(object(), X, y)

@@ -80,7 +80,8 @@ def out_of_fold_proba(
     >>> from sklearn.datasets import load_digits
     >>> from sklearn.linear_model import LogisticRegression
     >>> X, y = load_digits(return_X_y=True)
-    >>> proba = out_of_fold_proba(LogisticRegression(max_iter=2000), X / 16, y, cv=3, random_state=0)
+    >>> model = LogisticRegression(max_iter=2000)
+    >>> proba = out_of_fold_proba(model, X / 16, y, cv=3, random_state=0)
     >>> proba.shape
     (1797, 10)
     """

@@ -71,7 +71,9 @@ def save_image_grid(
     if titles is not None:
         check_same_length("images", images, "titles", titles)
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise InputError(f"The 'ncols' parameter of save_image_grid must be an int >= 1. Got {ncols!r} instead.")
+        raise InputError(
+            f"The 'ncols' parameter of save_image_grid must be an int >= 1. Got {ncols!r} instead."
+        )
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
     if figsize is None:
@@ -146,10 +148,13 @@ def suspect_grid(
     missing = [c for c in ("item", "given", "predicted", "p_max") if c not in issues]
     if missing:
         raise InputError(
-            f"issues lacks the column(s) {', '.join(missing)}; pass a DataFrame from rank_label_issues."
+            f"issues lacks the column(s) {', '.join(missing)}; "
+            "pass a DataFrame from rank_label_issues."
         )
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"The 'n' parameter of suspect_grid must be an int >= 1. Got {n!r} instead.")
+        raise InputError(
+            f"The 'n' parameter of suspect_grid must be an int >= 1. Got {n!r} instead."
+        )
     if len(issues) == 0:
         raise InputError("issues is empty, so there is nothing to draw; rank some labels first.")
     top = issues.head(n)
@@ -160,6 +165,13 @@ def suspect_grid(
             "pass the images the labels were ranked for."
         )
 
+    titles = _suspect_titles(top, class_names)
+    return save_image_grid([images[i] for i in items], titles, path, ncols=ncols, cmap=cmap)
+
+
+def _suspect_titles(rows: pd.DataFrame, class_names) -> list[str]:
+    """Titles "Label x | Pred y (p)", one per row of a rank_label_issues table."""
+
     def name(label) -> str:
         if class_names is None:
             return str(label)
@@ -168,11 +180,10 @@ def suspect_grid(
         except (KeyError, IndexError, TypeError):
             return str(label)
 
-    titles = [
+    return [
         f"Label {name(g)} | Pred {name(p)} ({pm:.2f})"
-        for g, p, pm in zip(top["given"], top["predicted"], top["p_max"])
+        for g, p, pm in zip(rows["given"], rows["predicted"], rows["p_max"])
     ]
-    return save_image_grid([images[i] for i in items], titles, path, ncols=ncols, cmap=cmap)
 
 
 def _as_image(image, index: int) -> np.ndarray:
@@ -209,7 +220,8 @@ def _read_image(path: PathLike) -> np.ndarray:
             if img.mode in ("RGB", "RGBA"):
                 return np.asarray(img)
             if img.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "HSV"):
-                return np.asarray(img.convert("RGBA" if "A" in img.mode or img.mode == "P" else "RGB"))
+                rgba = "A" in img.mode or img.mode == "P"
+                return np.asarray(img.convert("RGBA" if rgba else "RGB"))
             return np.asarray(img.convert("L"))
     except FileNotFoundError:
         raise DataError(f"image file {os.fspath(path)!r} does not exist; check the path.") from None

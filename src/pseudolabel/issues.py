@@ -43,9 +43,8 @@ def rank_label_issues(
       probable class among those with ``p_j >= t_j``). Counting given against confident classes
       and scaling each row to its class size estimates how many samples of each given class are
       mislabeled; that many per class are flagged, those with the highest ``score``, the
-      normalized margin below. Samples whose given label is the model's top prediction are never
-      flagged. This is the confident-learning idea (Northcutt et al., 2021) that cleanlab's
-      ``find_label_issues`` implements.
+      normalized margin below. This is the confident-learning idea (Northcutt et al., 2021)
+      behind cleanlab's ``find_label_issues``.
     - ``"disagreement"``: the seed's rule. Flag every sample whose predicted class differs from
       its given label; ``score`` is the prediction's confidence ``p_max`` (0 where the model
       agrees with the label).
@@ -55,7 +54,8 @@ def rank_label_issues(
 
     For ``"self_confidence"`` and ``"normalized_margin"`` the automatic count of flagged samples
     is the confident joint's estimate of the number of wrong labels; the highest scores are
-    flagged.
+    flagged. No method flags a sample whose given label is the model's top prediction: there the
+    model offers no other label.
 
     Parameters
     ----------
@@ -192,6 +192,11 @@ def _check_labels_and_probs(labels, pred_probs, classes):
             f"{probs.shape}; pass predict_proba's output, shape (n_samples, n_classes)."
         )
     label_arr = np.asarray(labels)
+    if label_arr.ndim == 1 and label_arr.dtype.kind == "f" and not np.all(np.isfinite(label_arr)):
+        raise InputError(
+            f"labels contains NaN or infinity in {int(np.sum(~np.isfinite(label_arr)))} row(s), "
+            "but every row needs a given integer label; drop those rows and their pred_probs rows."
+        )
     if label_arr.ndim == 1 and label_arr.dtype.kind in "iuf" and np.any(label_arr == -1):
         n_unlabeled = int(np.sum(label_arr == -1))
         raise InputError(
@@ -232,8 +237,9 @@ def _check_labels_and_probs(labels, pred_probs, classes):
     class_values = np.asarray(classes)
     if class_values.ndim != 1 or len(class_values) != n_classes:
         raise InputError(
-            f"classes must name one label per column of pred_probs, got {len(np.atleast_1d(class_values))} "
-            f"classes for {n_classes} columns; pass e.g. estimator.classes_ or np.unique(y)."
+            f"classes must name one label per column of pred_probs, got "
+            f"{len(np.atleast_1d(class_values))} classes for {n_classes} columns; pass e.g. "
+            "estimator.classes_ or np.unique(y)."
         )
     if len(np.unique(class_values)) != n_classes:
         raise InputError(
@@ -246,7 +252,8 @@ def _check_labels_and_probs(labels, pred_probs, classes):
     if unknown.any():
         raise InputError(
             f"labels contains {int(label_arr[unknown][0])}, which is not in classes "
-            f"{class_values.tolist()}; pass the classes of pred_probs' columns (estimator.classes_)."
+            f"{class_values.tolist()}; pass the classes of pred_probs' columns "
+            "(estimator.classes_)."
         )
     return order[pos].astype(np.int64), probs, class_values
 
@@ -265,8 +272,9 @@ def _check_issues_frame(issues, n_samples: int) -> None:
         )
     items = issues["item"].to_numpy()
     if len(items) and (items.min() < 0 or items.max() >= n_samples):
+        bad = int(items.max() if items.max() >= n_samples else items.min())
         raise InputError(
-            f"issues refers to item {int(items.max() if items.max() >= n_samples else items.min())}, "
+            f"issues refers to item {bad}, "
             f"but there are {n_samples} labels; rank the same labels you fix."
         )
 
@@ -320,7 +328,9 @@ def _estimated_issue_counts(columns: np.ndarray, probs: np.ndarray) -> np.ndarra
     return np.rint(off_diagonal).astype(np.int64)
 
 
-def _rank_label_issues(columns, probs, classes, *, method: str, top_k: Optional[int]) -> pd.DataFrame:
+def _rank_label_issues(
+    columns, probs, classes, *, method: str, top_k: Optional[int]
+) -> pd.DataFrame:
     n = len(columns)
     rows = np.arange(n)
     predicted_col = np.argmax(probs, axis=1)
