@@ -145,7 +145,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
     cmd = "python bench/bench_selftrain.py " + " ".join(sys.argv[1:])
-    ds = load_mnist()
+    shared = ROOT.parent / "shared" / "data"
+    ds = load_mnist(shared if "PSEUDOLABEL_DATA" not in os.environ and shared.is_dir() else None)
     X, y, Xt, yt = ds.X, ds.y, ds.X_test, ds.y_test
     recipes = {"seed": SEED_PROTOCOL, "default": DEFAULTS}
     results = []

@@ -45,7 +45,7 @@ def check_labels(y, name: str = "y", allow_unlabeled: bool = True) -> np.ndarray
         if not np.all(np.isfinite(y_arr)):
             raise InputError(f"{name} contains NaN or infinity; use -1 for unlabeled samples.")
         if not np.all(np.equal(np.mod(y_arr, 1), 0)):
-            bad = y_arr[np.mod(y_arr, 1) != 0][0]
+            bad = y_arr[np.mod(y_arr, 1) != 0][0].item()  # 1.5, not numpy 2's np.float64(1.5)
             raise InputError(
                 f"{name} must hold integer class labels, found {bad!r}; "
                 "encode classes as integers and use -1 for unlabeled samples."
@@ -63,6 +63,7 @@ def check_labels(y, name: str = "y", allow_unlabeled: bool = True) -> np.ndarray
 def check_threshold(value, name: str = "threshold", owner: str = "SelfTraining") -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= float(value) < 1.0):
         raise InputError(
-            f"The {name!r} parameter of {owner} must be a float in [0, 1). Got {value!r} instead."
+            f"The {name!r} parameter of {owner} must be a float in [0, 1). "
+            f"Got {value.item() if isinstance(value, np.generic) else value!r} instead."
         )
     return float(value)

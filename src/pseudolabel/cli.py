@@ -1,6 +1,7 @@
 """`pseudolabel ...`: parses arguments, calls the jobs, turns errors into one line and exit code 2."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from pathlib import Path
@@ -98,19 +99,30 @@ def _recipe_config(recipe, **given) -> dict:
 @_selftrain_options
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the killed run in --out from its last finished round.")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Label store to record into (default: OUT/labels.db). One that holds this data set is "
+                   "where the run starts: its given and human labels, the rest unlabeled.")
 @friendly_errors
-def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, device, relabel, out, resume):
+def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, device, relabel, out, resume, store):
     """Iterative confidence-based pseudo-labeling.
 
+    Every run records its labels in OUT/labels.db (or --store): given, each round's pseudo labels
+    with their confidence, and the final model's predictions of the unlabeled rest.
+
     \b
-    Example:
+    Examples:
       pseudolabel selftrain --data mnist --labeled 1000 --threshold 0.99 --max-iter 5 --seed 0 --out runs/st
+      # after a person labeled more in 'pseudolabel review runs/st/labels.db', redo it:
+      pseudolabel store discard runs/st/labels.db --source pseudo
+      pseudolabel selftrain --data mnist --store runs/st/labels.db --out runs/st2
     """
     from pseudolabel.jobs.selftrain import run_selftrain
 
     config = _recipe_config(recipe, data=data, labeled=labeled, threshold=parse_thresholds(threshold),
                             max_iter=max_iter, seed=seed, epochs=epochs, arch=arch, device=device, relabel=relabel)
     config["recipe"] = recipe
+    if store is not None:
+        config["store"] = str(store)
     result = run_selftrain(config, out, resume=resume)
     click.echo(f"termination: {result.termination}; run directory: {result.run.path}")
     if result.test_accuracy is not None:
@@ -137,11 +149,345 @@ def demo(out):
         f"digits, 70 labels: supervised {base:.4f} -> self-trained {result.test_accuracy:.4f} "
         f"in {result.seconds:.0f} s"
     )
-    click.echo(f"results: {result.run.path}/ (history.csv, labels.csv, model.joblib)")
+    click.echo(f"results: {result.run.path}/ (history.csv, labels.csv, labels.db, model.joblib)")
+    click.echo(f"review the machine labels: pseudolabel review {result.store}")
     click.echo(f"test accuracy: {result.test_accuracy:.4f}")
 
 
+@main.command()
+@click.option("--data", required=True, help="mnist, digits, an image folder, a CSV manifest or a .npz file.")
+@click.option("--noise", type=float, default=None,
+              help="Simulation: corrupt this share of the labels first and measure how well they are found.")
+@click.option("--noise-kind", type=click.Choice(["symmetric", "pairs"]), default="symmetric", show_default=True,
+              help="symmetric: a uniformly drawn other class; pairs: class c becomes c+1.")
+@click.option("--folds", type=int, default=5, show_default=True, help="Cross-validation folds.")
+@click.option("--method", type=click.Choice(["self_confidence", "confident_joint", "normalized_margin", "disagreement"]),
+              default=None, help="How suspects are ranked and counted (default: self_confidence).")
+@click.option("--threshold", type=float, default=None,
+              help="Confidence the prediction needs for an automatic relabel or drop (default: 0.9).")
+@click.option("--policy", type=click.Choice(["relabel", "drop", "review"]), default="relabel", show_default=True,
+              help="What happens to a confident suspect; review leaves every label to a person.")
+@click.option("--epochs", type=int, default=None, help="Epochs per fold (default: the recipe's).")
+@click.option("--min-steps", type=int, default=None,
+              help="At least this many training steps per fold, for small data sets (default: the recipe's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, default=None, help="Use the first N training samples (quick runs).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
+@click.option("--resume", is_flag=True, help="Continue the killed run in --out from its last finished fold.")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Label store to record into (default: OUT/labels.db).")
+@friendly_errors
+def clean(data, noise, noise_kind, folds, method, threshold, policy, epochs, min_steps, seed, limit, device, out,
+          resume, store):
+    """Find labels that are probably wrong (out-of-fold predictions), and fix or flag them.
+
+    Writes issues.csv (most suspicious first), grid.png (the top 25), labels.csv (given and new
+    labels with their source) and labels.db (given labels, corrected ones, suggestions for
+    'pseudolabel review'). An image folder is never changed: decisions go to manifest.csv.
+    With --noise it is a simulation whose last two lines are the detection scores and the test
+    accuracy after training on noisy, cleaned and true labels.
+
+    \b
+    Examples:
+      pseudolabel clean --data mnist --noise 0.1 --folds 5 --out runs/clean
+      pseudolabel clean --data photos/ --policy review --out runs/photos-clean
+      pseudolabel review runs/photos-clean/labels.db
+    """
+    from pseudolabel.jobs.clean import report_lines, run_clean
+
+    config = dict(data=data, noise=noise, noise_kind=noise_kind, folds=folds, method=method, threshold=threshold,
+                  policy=policy, epochs=epochs, min_steps=min_steps, seed=seed, limit=limit, device=device)
+    if store is not None:
+        config["store"] = str(store)
+    result = run_clean({k: v for k, v in config.items() if v is not None}, out, resume=resume)
+    for line in report_lines(result):
+        click.echo(line)
+
+
 # -- more commands below --
+# ------------------------------------------------------------------ the label store and its review page
+@contextlib.contextmanager
+def _open_store(db: Path):
+    """The existing store at ``db``; damage found while reading it ends as one line too."""
+    from pseudolabel.jobs.outputs import store_errors
+    from pseudolabel.store import LabelStore
+
+    with store_errors(db):
+        store = LabelStore(db, create=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+@main.command()
+@click.argument("db", type=click.Path(path_type=Path))
+@click.option("--images", default=None,
+              help="An .npz/.npy file, an image folder or 'digits' (default: the one the store recorded).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but 127.0.0.1 is reachable from other machines.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
+@friendly_errors
+def review(db, images, port, host, open_browser):
+    """Review labels in a local web page; every decision is a human label event in DB.
+
+    Prints the page's URL (with a per-launch token). Keys: 0-9 set a label, a accepts the
+    suggestion, k keeps the current label, arrows move, u undoes.
+
+    \b
+    Example:
+      pseudolabel review runs/st/labels.db --port 8765
+    """
+    from pseudolabel.review import review_main
+
+    try:
+        review_main(db, images=images, host=host, port=port, open_browser=open_browser)
+    except KeyboardInterrupt:
+        pass  # every decision is already in the store
+    click.echo("review page stopped", err=True)
+
+
+@main.group("store")
+def store_group():
+    """Look into and change a label store (labels.db) from the shell.
+
+    \b
+    Examples:
+      pseudolabel store runs runs/st/labels.db
+      pseudolabel store discard runs/st/labels.db --source pseudo
+      pseudolabel store history runs/st/labels.db train/17
+      pseudolabel store import runs/st/labels.db relabeled.csv --who ana
+    """
+
+
+@store_group.command("discard")
+@click.argument("db", type=click.Path(path_type=Path))
+@click.option("--source", type=click.Choice(["pseudo", "corrected"]), default="pseudo", show_default=True,
+              help="Which machine labels to drop; given and human labels are never touched.")
+@click.option("--run", "run_id", default=None, help="Only the labels of this run (see 'pseudolabel store runs').")
+@click.option("--who", default=None, help="Who discards (kept in the store).")
+@click.option("--note", default=None, help="Why (kept in the store).")
+@friendly_errors
+def store_discard(db, source, run_id, who, note):
+    """Drop machine labels so a run can be redone after more human labels arrive.
+
+    Nothing is deleted: the events stay in the history, marked discarded.
+
+    \b
+    Example:
+      pseudolabel store discard runs/st/labels.db --source pseudo --run selftrain-20240101T120000-1a2b3c
+    """
+    from pseudolabel.exceptions import InputError
+
+    with _open_store(db) as store:
+        if run_id is not None:
+            known = store.runs()["run_id"].tolist()
+            if run_id not in known:
+                shown = ", ".join(known[-5:]) or "none"
+                raise InputError(f"no run {run_id!r} in {db} (runs: {shown}); see 'pseudolabel store runs {db}'.")
+        n = store.discard(source, run_id, who=who, note=note)
+    of_run = f" of run {run_id}" if run_id else ""
+    click.echo(f"discarded {n} {source} labels{of_run} in {db}; given and human labels are kept")
+
+
+@store_group.command("runs")
+@click.argument("db", type=click.Path(path_type=Path))
+@friendly_errors
+def store_runs(db):
+    """List the runs that wrote to DB, oldest first, with how many current labels each made.
+
+    \b
+    Example:
+      pseudolabel store runs runs/st/labels.db
+    """
+    with _open_store(db) as store:
+        runs = store.runs()
+        current = store.current_labels()
+    if runs.empty:
+        click.echo(f"no runs in {db}")
+        return
+    counts = current.groupby(["run_id", "source"]).size()
+    for row in runs.itertuples():
+        mine = counts[row.run_id] if row.run_id in counts.index.get_level_values(0) else {}
+        labels = ", ".join(f"{n} {src}" for src, n in dict(mine).items()) or "no current labels"
+        click.echo(f"{row.run_id}  {row.job or '-'}  {row.created_at}  current labels: {labels}")
+
+
+def _fmt(value, spec: str = "{}") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return spec.format(value)
+
+
+@store_group.command("history")
+@click.argument("db", type=click.Path(path_type=Path))
+@click.argument("item")
+@friendly_errors
+def store_history(db, item):
+    """Every label event of ITEM (a key such as train/17, or an item id), oldest first.
+
+    \b
+    Example:
+      pseudolabel store history runs/st/labels.db train/17
+    """
+    from pseudolabel.exceptions import InputError
+
+    with _open_store(db) as store:
+        try:
+            events = store.history(item)
+        except InputError:
+            if not item.isdigit():
+                raise
+            events = store.history(int(item))  # an item id
+        names = store.classes
+    rows = [["event", "when", "source", "label", "confidence", "round", "run", "model", "who", "status", "note"]]
+    for e in events:
+        label = e["label"]
+        shown = "-" if e["source"] == "undo" else (
+            f"{label} ({names[label]})" if 0 <= label < len(names) and names[label] != str(label) else str(label))
+        rows.append([str(e["id"]), e["created_at"], e["source"], shown, _fmt(e["confidence"], "{:.4f}"),
+                     _fmt(e["round"]), _fmt(e["run_id"]), _fmt(e["model_id"]), _fmt(e["who"]),
+                     e["status"] if e["source"] != "undo" else f"undoes {e['undoes']}", _fmt(e["note"])])
+    if len(rows) == 1:
+        click.echo(f"{item}: no label events")
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+@store_group.command("import")
+@click.argument("db", type=click.Path(path_type=Path))
+@click.argument("csv_path", metavar="CSV", type=click.Path(path_type=Path))
+@click.option("--who", default=None, help="Who labeled them (kept with every event).")
+@click.option("--note", default=None, help="A note kept with every event.")
+@friendly_errors
+def store_import(db, csv_path, who, note):
+    """Import human labels from a CSV with columns key (or item, or path) and label.
+
+    A label is a class index or a class name; rows with an empty label are skipped.
+
+    \b
+    Example:
+      pseudolabel store import runs/st/labels.db relabeled.csv --who ana
+    """
+    with _open_store(db) as store:
+        n = store.import_labels_csv(csv_path, "human", who=who, note=note)
+    click.echo(f"imported {n} human labels from {csv_path} into {db}")
+
+
+_EXPORT_NAMES = {"csv": "labels-export.csv", "parquet": "labels-export.parquet", "folder": "labels-manifest.csv"}
+
+
+@main.command()
+@click.argument("db", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(list(_EXPORT_NAMES)), default="csv", show_default=True,
+              help="csv or parquet: every column; folder: an image-folder manifest (path, label, source, class).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="File to write (default: labels-export.csv, labels-export.parquet or labels-manifest.csv "
+                   "next to DB).")
+@click.option("--split", default=None, help="Only items of this split (e.g. train).")
+@click.option("--all", "include_unlabeled", is_flag=True, help="Include items without a label (label -1).")
+@click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
+@friendly_errors
+def export(db, fmt, out, split, include_unlabeled, force):
+    """Write the current label of every item, with where it came from, to a file.
+
+    \b
+    Examples:
+      pseudolabel export runs/st/labels.db --format csv
+      pseudolabel export runs/st/labels.db --format parquet --out labels.parquet
+    """
+    from pseudolabel.exceptions import InputError
+
+    out = out if out is not None else db.parent / _EXPORT_NAMES[fmt]
+    if out.exists() and not force:
+        raise InputError(f"{out} exists already; pass --force to overwrite it or choose another --out.")
+    with _open_store(db) as store:
+        path = store.export(out, fmt, split=split, labeled_only=not include_unlabeled)
+        counts = store.counts()
+    shown = ", ".join(f"{n} {src}" for src, n in sorted(counts.items()))
+    click.echo(f"wrote {path} ({shown})")
+
+
+
+# ------------------------------------------------------------------------------ sweeps and reports
+@main.command()
+@click.option("--data", required=True, help="mnist, digits, an image folder, or a .npz file.")
+@click.option("--labeled", required=True, help="Labeled sizes, comma-separated, e.g. 100,1000.")
+@click.option("--threshold", default="0.99", show_default=True,
+              help="Thresholds, comma-separated; '>' makes a per-round schedule (quote it in a shell): "
+                   "'0.9,0.99>0.95'.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Seeds 0..N-1 for every cell.")
+@click.option("--max-iter", type=int, default=None, help="Rounds per run (default: the recipe's).")
+@click.option("--epochs", type=int, default=None, help="Epochs per round (default: the recipe's).")
+@click.option("--arch", type=click.Choice(["fast", "wide", "seed"]), default=None, help="Built-in network.")
+@click.option("--recipe", type=click.Choice(["default", "seed"]), default="default", show_default=True,
+              help="default: warm-started, augmented, relabeling; seed: the case study's protocol.")
+@click.option("--modes", default=None,
+              help="Selection modes, comma-separated: keep, relabel, each optionally +quota=N "
+                   "(default: the recipe's).")
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Also train on every label once per seed (the table's reference row).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--n-jobs", type=int, default=1, show_default=True, help="Cells run at once (-1: one per core).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory.")
+@friendly_errors
+def sweep(data, labeled, threshold, seeds, max_iter, epochs, arch, recipe, modes, reference, device, n_jobs, out):
+    """Self-training over a grid: labeled sizes x thresholds x modes x seeds, then the report.
+
+    Every cell is an ordinary run directory in OUT/cells/. Run the same command again to continue
+    a killed sweep: finished cells are skipped and never overwritten, unfinished ones resume. At
+    the end OUT holds table.csv, table.md, plots/*.png and report.html.
+
+    \b
+    Examples:
+      pseudolabel sweep --data mnist --labeled 100,1000 --threshold 0.9,0.95,0.99 --seeds 3 --out runs/sweep
+      pseudolabel sweep --data digits --labeled 50,200 --threshold '0.95,0.99>0.9' --modes keep,relabel \\
+          --max-iter 3 --n-jobs 2 --out runs/digits-sweep
+    """
+    from pseudolabel.exceptions import InputError
+    from pseudolabel.jobs.sweep import parse_int_axis, parse_modes, parse_threshold_axis, run_sweep
+
+    if seeds < 1:
+        raise InputError(f"--seeds {seeds} leaves the grid empty; give 1 or more.")
+    config = _recipe_config(recipe, data=data, max_iter=max_iter, epochs=epochs, arch=arch, device=device)
+    config.update(recipe=recipe, labeled=parse_int_axis(labeled, "labeled"), threshold=parse_threshold_axis(threshold),
+                  seeds=list(range(seeds)), reference=reference)
+    if modes is not None:
+        config["modes"] = parse_modes(modes)
+    try:
+        result = run_sweep(config, out, n_jobs=n_jobs)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished cells are kept; run the same command again to continue the sweep",
+                   err=True)
+        sys.exit(130)
+    click.echo(f"sweep finished: {len(result.cells)} cells in {result.run.path}; report: {result.report}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder (or .html file) for the report; default RUN itself. Needed for several runs.")
+@friendly_errors
+def report(runs, out):
+    """Write report.html (self-contained, opens offline) and plots/*.png for runs.
+
+    RUN is a selftrain, sweep or clean run directory. Several runs are shown side by side in one
+    report: a combined table and overlaid curves.
+
+    \b
+    Examples:
+      pseudolabel report runs/st
+      pseudolabel report runs/sweep
+      pseudolabel report runs/st runs/st-seed --out runs/compare
+    """
+    from pseudolabel.report import write_report
+
+    path = write_report(runs, out=out, say=lambda m: click.echo(m, err=True))
+    click.echo(f"report: {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

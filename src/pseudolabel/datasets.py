@@ -57,6 +57,9 @@ class Dataset:
     ``X`` holds images, (n, H, W) or (n, H, W, C), or for image folders a 1-D object array of
     absolute file paths (decode them with :func:`read_images`). ``classes[k]`` names label ``k``.
     ``X_test``/``y_test`` are a held-out split where the source has one (MNIST, digits), else None.
+    ``source`` names where the images can be read again (an .npz file, an image folder or
+    ``"digits"``; None for IDX files) and ``locations`` where each training sample lives in it
+    (``"x_train:17"``, a relative path), so a label store's review page can show the images.
 
     Examples
     --------
@@ -74,6 +77,8 @@ class Dataset:
     name: str = ""
     root: Path | None = None
     items_test: list[str] | None = None
+    source: str | None = None
+    locations: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -200,6 +205,8 @@ def _mnist_dataset(source, where: str) -> Dataset:
         X=parts["x_train"], y=y_train, items=_array_items("train", len(y_train)),
         classes=_numbered_classes(y_train, y_test), X_test=parts["x_test"], y_test=y_test,
         name="mnist", items_test=_array_items("test", len(y_test)),
+        source=str(source.resolve()) if isinstance(source, Path) else None,
+        locations=[f"x_train:{i}" for i in range(len(y_train))],
     )
 
 
@@ -364,10 +371,13 @@ def load_digits() -> Dataset:
 
     bunch = _sk_load_digits()
     images, target = bunch.images.astype(np.float32), bunch.target.astype(np.int64)
-    X, X_test, y, y_test = train_test_split(images, target, test_size=0.25, stratify=target, random_state=0)
+    # Split the row numbers along: a sample's location is its row in the bundled images.
+    X, X_test, y, y_test, rows, _ = train_test_split(images, target, np.arange(len(target)), test_size=0.25,
+                                                     stratify=target, random_state=0)
     return Dataset(
         X=X, y=y, items=_array_items("train", len(y)), classes=[str(k) for k in range(10)],
         X_test=X_test, y_test=y_test, name="digits", items_test=_array_items("test", len(y_test)),
+        source="digits", locations=[f"x:{i}" for i in rows],
     )
 
 
@@ -388,7 +398,8 @@ def load_arrays(path) -> Dataset:
     """
     path = Path(path).expanduser()
     arrays = _read_npz(path)
-    X = _pick(arrays, ("X", "x", "x_train", "X_train"))
+    x_name = next((n for n in ("X", "x", "x_train", "X_train") if n in arrays), None)
+    X = None if x_name is None else arrays[x_name]
     if X is None:
         raise DataError(
             f"{path} holds no images (arrays: {', '.join(arrays) or 'none'}); "
@@ -418,6 +429,7 @@ def load_arrays(path) -> Dataset:
     return Dataset(
         X=X, y=y, items=items, classes=classes, X_test=X_test, y_test=y_test, name=path.stem,
         items_test=None if y_test is None else _array_items("test", len(y_test)),
+        source=str(path.resolve()), locations=[f"{x_name}:{i}" for i in range(len(y))],
     )
 
 
@@ -524,7 +536,8 @@ def load_image_folder(path, *, manifest=None, extensions: Sequence[str] = IMAGE_
     y = np.array([-1 if labels[i] is None else index[labels[i]] for i in items], dtype=np.int64)
     X = np.empty(len(items), dtype=object)
     X[:] = [str(root / i) for i in items]
-    return Dataset(X=X, y=y, items=items, classes=classes, name=root.name, root=root)
+    return Dataset(X=X, y=y, items=items, classes=classes, name=root.name, root=root,
+                   source=str(root), locations=list(items))
 
 
 _GREY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}

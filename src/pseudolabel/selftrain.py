@@ -52,6 +52,10 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         whole unlabeled pool again, so labels can change or be dropped and early mistakes are undone.
     class_quota : int or None, default=None
         At most this many new labels per predicted class and round.
+    given_share : float in (0, 1) or None, default=None
+        Repeat the given labels so they make up at least this share of each round's training rows.
+        Without it, thousands of easy pseudo-labels dilute the few given (and harder) samples and
+        accuracy can fall after the first round.
     sample_weight : {"none", "confidence"}, default="none"
         "confidence" weights each pseudo-label by its confidence when the estimator's ``fit``
         accepts ``sample_weight``.
@@ -95,6 +99,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         relabel: bool = False,
         class_quota: int | None = None,
         sample_weight: str = "none",
+        given_share: float | None = None,
         callback: Callable | None = None,
         verbose: int = 0,
     ):
@@ -106,6 +111,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.relabel = relabel
         self.class_quota = class_quota
         self.sample_weight = sample_weight
+        self.given_share = given_share
         self.callback = callback
         self.verbose = verbose
 
@@ -131,6 +137,14 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 f"The 'class_quota' parameter of SelfTraining must be an int >= 1 or None. "
                 f"Got {self.class_quota!r} instead."
             )
+        if self.given_share is not None and not (
+            isinstance(self.given_share, (float, int)) and not isinstance(self.given_share, bool)
+            and 0 < self.given_share < 1
+        ):
+            raise InputError(
+                f"The 'given_share' parameter of SelfTraining must be a float in (0, 1) or None. "
+                f"Got {self.given_share!r} instead."
+            )
         if self.sample_weight not in ("none", "confidence"):
             raise InputError(
                 f"The 'sample_weight' parameter of SelfTraining must be 'none' or 'confidence'. "
@@ -145,7 +159,8 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if not hasattr(self.estimator, "predict_proba"):
             raise InputError(
                 f"The estimator {type(self.estimator).__name__} has no predict_proba, which self-training needs "
-                "to score its predictions; use a probabilistic classifier (e.g. SVC(probability=True))."
+                "to score its predictions; use a probabilistic classifier (e.g. LogisticRegression, or wrap it in "
+                "CalibratedClassifierCV)."
             )
         return clone(self.estimator)
 
@@ -164,6 +179,9 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             A state from :meth:`get_state` (saved after a finished round) to continue from.
         """
         self._check_params()
+        if y is None:
+            raise InputError("SelfTraining requires y to be passed, but the target y is None; "
+                             "pass one label per sample with -1 for unlabeled samples.")
         check_same_length("X", X, "y", y)
         check_finite(X, "X")
         y = check_labels(y, "y")
@@ -251,6 +269,13 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _fit_estimator(self, X) -> None:
         rows = np.flatnonzero(self.transduction_ != -1)
+        if self.given_share is not None:
+            given = np.flatnonzero(self.labeled_iter_ == 0)
+            n_other = len(rows) - len(given)
+            # r copies of the given rows make r*g / (r*g + n_other) >= given_share.
+            reps = int(np.ceil(self.given_share * n_other / ((1 - self.given_share) * max(len(given), 1))))
+            if reps > 1:
+                rows = np.concatenate([rows] + [given] * (reps - 1))
         kwargs = {}
         if self.sample_weight == "confidence":
             w = np.where(np.isnan(self.label_confidence_[rows]), 1.0, self.label_confidence_[rows])

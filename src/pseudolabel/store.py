@@ -564,7 +564,8 @@ class LabelStore:
 
         ``csv`` and ``parquet`` hold key, location, split, label, class, source, confidence,
         round, run_id, model_id, who, created_at. ``folder`` writes an image-folder manifest CSV
-        (path, label, source, class) and never moves, renames or deletes a file.
+        (path, label as the class name, source, class), as :func:`pseudolabel.datasets.load_image_folder`
+        reads it, and never moves, renames or deletes a file.
 
         Examples
         --------
@@ -582,7 +583,9 @@ class LabelStore:
         if not path.parent.is_dir():
             raise DataError(f"the folder of {path} does not exist; create {path.parent} first.")
         if format == "folder":
-            df.rename(columns={"location": "path"})[["path", "label", "source", "class"]].to_csv(path, index=False)
+            # load_image_folder reads a manifest's label as a class name, as in the folder names.
+            df = df.assign(label=df["class"]).rename(columns={"location": "path"})
+            df[["path", "label", "source", "class"]].to_csv(path, index=False)
             return path
         out = df[["key", "location", "split", "label", "class", "source", "confidence", "round",
                   "run_id", "model_id", "who", "created_at"]].reset_index(drop=True)

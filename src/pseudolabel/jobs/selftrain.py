@@ -5,6 +5,8 @@ drops history records after it, and continues with the same seed to the same res
 """
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -12,11 +14,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from sklearn.utils import _safe_indexing
 
 from pseudolabel.datasets import Dataset, load_dataset
-from pseudolabel.exceptions import InputError
+from pseudolabel.exceptions import InputError, StoreError
 from pseudolabel.runs import RunDirectory
 from pseudolabel.selection import check_schedule
+
+STORE_FILE = "labels.db"
 
 # The default recipe: a batch-norm CNN with batch augmentation, warm-started from round to round,
 # and every round relabels the whole pool so early mistakes are not frozen in.
@@ -88,7 +93,7 @@ def build_selftraining(config: dict, progress: EpochProgress | None = None):
     )
     return SelfTraining(
         clf, threshold=config["threshold"], max_iter=config["max_iter"], relabel=config["relabel"],
-        class_quota=config.get("class_quota"),
+        class_quota=config.get("class_quota"), given_share=config.get("given_share"),
     )
 
 
@@ -99,6 +104,8 @@ class SelfTrainResult:
     test_accuracy: float | None
     termination: str
     seconds: float
+    store: Path | None = None
+    run_id: str | None = None
 
 
 def _check_config(config: dict) -> None:
@@ -123,22 +130,105 @@ def _partial_labels(ds: Dataset, config: dict) -> tuple[np.ndarray, np.ndarray |
     return hide_labels(y, n_labeled, config["seed"]), y
 
 
+def _subset(ds: Dataset, rows: np.ndarray) -> Dataset:
+    """The data set restricted to ``rows`` (items a person rejected are left out of a redone run)."""
+    if len(rows) == len(ds):
+        return ds
+    return dataclasses.replace(
+        ds, X=_safe_indexing(ds.X, rows), y=ds.y[rows], items=[ds.items[i] for i in rows],
+        locations=None if ds.locations is None else [ds.locations[i] for i in rows])
+
+
+def _rows_of(ds: Dataset, keys) -> np.ndarray:
+    index = {k: i for i, k in enumerate(ds.items)}
+    missing = [k for k in keys if k not in index]
+    if missing:
+        raise InputError(f"the run started from item {missing[0]!r}, which data {ds.name or 'set'} lacks; "
+                         "resume with the data set the run was started with.")
+    return np.array([index[k] for k in keys], dtype=np.int64)
+
+
+def _start(ds: Dataset, config: dict, store, run: RunDirectory | None, say) -> tuple:
+    """The rows to train on, their starting labels, the hidden true labels (experiments) and the
+    source of each starting label (None: all given)."""
+    from pseudolabel.jobs import outputs
+
+    saved = outputs.read_start_labels(run) if run is not None else None
+    if saved is not None:  # a resumed redo starts from the labels it first started from
+        rows = _rows_of(ds, saved["key"].tolist())
+        y, source = saved["label"].to_numpy(np.int64), saved["source"].to_numpy(object)
+    elif run is None and store is not None and outputs.check_store_matches(store, ds):
+        rows, y, source = outputs.labels_from_store(store, ds)
+        if config.get("labeled") is not None:
+            say(f"--labeled {config['labeled']} is ignored: the run starts from the labels in {store.path}")
+        n_human = int(np.sum(source == "human"))
+        say(f"starting from {store.path}: {int((y >= 0).sum())} labels ({n_human} by a person), "
+            "pseudo and corrected labels ignored")
+    else:
+        y, y_true = _partial_labels(ds, config)
+        return np.arange(len(ds)), y, y_true, None
+    truth = ds.y[rows]
+    return rows, y, (truth if (truth >= 0).all() else None), source
+
+
 def run_selftrain(config: dict, out: str | Path, *, resume: bool = False,
                   say: Callable[[str], None] = _say, dataset: Dataset | None = None) -> SelfTrainResult:
     """Run (or resume) self-training as ``config`` says, writing everything into ``out``.
 
-    ``config`` holds ``data`` (mnist | digits | PATH), ``labeled``, ``seed`` and the recipe keys of
-    :data:`DEFAULTS`. Returns the run, its history and the final test accuracy (None without a test split).
+    ``config`` holds ``data`` (mnist | digits | PATH), ``labeled``, ``seed``, the recipe keys of
+    :data:`DEFAULTS` and optionally ``store``: a label store to record into instead of
+    ``out/labels.db``. A store that already holds the data set's items is where the run starts
+    from: its current given and human labels, everything else unlabeled (redo a run after a
+    person labeled more: ``pseudolabel store discard DB --source pseudo``, then this).
+    Every run records its classes, items, given labels, each round's pseudo labels and the final
+    model's predictions of the unlabeled pool into the store, and ``labels.csv`` into ``out``.
+    Returns the run, its history and the final test accuracy (None without a test split).
+
+    Examples
+    --------
+    >>> run_selftrain({"data": "digits", "labeled": 100, "max_iter": 2}, "runs/st")   # doctest: +SKIP
     """
-    from pseudolabel.jobs.outputs import print_round_table, write_labels, write_model
+    from pseudolabel.jobs import outputs
 
     config = {**DEFAULTS, **config}
     _check_config(config)
     ds = dataset if dataset is not None else load_dataset(config["data"])
-    y_partial, y_true = _partial_labels(ds, config)
-    run = RunDirectory.create(out, job="selftrain", config=config, resume=resume)
-    if resume:
-        config = {**config, **run.config}
+    store = None
+    try:
+        if resume:
+            run = RunDirectory.create(out, job="selftrain", config=config, resume=resume)
+            config = {**config, **run.config}
+            config.setdefault("run_id", f"selftrain-{run.path.name}-{config.get('created_at', '')}")
+            store = outputs.open_store(config.get("store") or run.path / STORE_FILE)
+            rows, y_partial, y_true, given_source = _start(ds, config, store, run, say)
+        else:
+            if config.get("store"):
+                config["store"] = str(Path(config["store"]).expanduser().resolve())
+                # Opened before the run directory exists: a corrupt or too new store stops here.
+                store = outputs.open_store(config["store"])
+            rows, y_partial, y_true, given_source = _start(ds, config, store, None, say)
+            config["run_id"] = config.get("run_id") or outputs.new_run_id("selftrain")
+            config["start"] = "data" if given_source is None else "store"
+            run = RunDirectory.create(out, job="selftrain", config=config, resume=resume)
+            if given_source is not None:
+                outputs.write_start_labels(run, [ds.items[i] for i in rows], y_partial, given_source)
+            store = store or outputs.open_store(run.path / STORE_FILE)
+        ds = _subset(ds, rows)
+        recorder = outputs.StoreRecorder(store, ds, config["run_id"], job="selftrain", config=config)
+        if given_source is None:
+            recorder.record_given(y_partial)
+        return _fit_and_record(config, ds, run, recorder, y_partial, y_true, given_source, resume, say)
+    except sqlite3.DatabaseError as exc:  # damage past the first page shows only when a query reaches it
+        raise StoreError(f"{store.path if store is not None else config.get('store')} cannot be read as a label "
+                         f"store ({exc}); restore it from a backup or pass a new --store.") from None
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _fit_and_record(config, ds, run, recorder, y_partial, y_true, given_source, resume, say) -> SelfTrainResult:
+    from pseudolabel.jobs.outputs import print_round_table, write_labels, write_model
+
     t_start = time.perf_counter()
     progress = EpochProgress()
     st = build_selftraining(config, progress)
@@ -154,9 +244,15 @@ def run_selftrain(config: dict, out: str | Path, *, resume: bool = False,
 
     def on_round(est, record):
         record = {**record, "elapsed_s": time.perf_counter() - t_start}
+        # Into the store before the checkpoint: a kill in between redoes the round, and the
+        # recorder (diffing against the store) writes nothing twice.
+        recorder.record_pseudo(est.transduction_, est.labeled_iter_, est.label_confidence_, record["round"])
         run.append_history(record)
         run.save_checkpoint(est.get_state())
         progress.round = record["round"] + 1
+        for cb in getattr(est.estimator_, "callbacks", None) or ():
+            if isinstance(cb, EpochProgress):  # fit cloned the estimator, and its callbacks with it
+                cb.round = progress.round
         acc = record.get("test_accuracy")
         say(f"round {record['round']}: {record['n_labeled']} labeled (+{record['n_added']})"
             + (f", test accuracy {acc:.4f}" if acc is not None else ""))
@@ -166,11 +262,19 @@ def run_selftrain(config: dict, out: str | Path, *, resume: bool = False,
     say(f"self-training on {ds.name}: {int((y_partial != -1).sum())} labeled, {int((y_partial == -1).sum())} unlabeled")
     st.fit(ds.X, y_partial, eval_set=eval_set, y_true=y_true, resume=state)
 
+    recorder.record_pseudo(st.transduction_, st.labeled_iter_, st.label_confidence_)
+    pool = np.flatnonzero(st.transduction_ == -1)
+    recorder.record_predictions(st.estimator_, ds.X, pool, st.n_iter_)
     history = run.read_history()
     run.write_history_csv(history)
-    write_labels(run, ds, st)
+    write_labels(run, ds, st, given_source)
     write_model(run, st.estimator_)
     test_acc = history[-1].get("test_accuracy") if history else None
     run.set_status("finished", termination=st.termination_condition_, test_accuracy=test_acc)
     print_round_table(history)
-    return SelfTrainResult(run, history, test_acc, st.termination_condition_, time.perf_counter() - t_start)
+    store = recorder.store.path
+    say(f"label store {store}: run {recorder.run_id}, {int((st.labeled_iter_ == 0).sum())} starting labels, "
+        f"{int((st.labeled_iter_ > 0).sum())} pseudo labels, {len(pool)} predictions to review; "
+        f"open it with: pseudolabel review {store}")
+    return SelfTrainResult(run, history, test_acc, st.termination_condition_, time.perf_counter() - t_start,
+                           store=store, run_id=recorder.run_id)

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.exceptions import NotFittedError as SkNotFittedError
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from pseudolabel._validation import check_finite, check_labels, check_same_length
-from pseudolabel.exceptions import InputError
+from pseudolabel.exceptions import InputError, NotFittedError
 from pseudolabel.models.augment import random_affine
 from pseudolabel.models.nets import build_network
 
@@ -42,11 +43,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
 
 
+def _is_path(x) -> bool:
+    return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
+
+
 def _is_path_like(X) -> bool:
     if isinstance(X, (list, tuple)):
-        return len(X) > 0 and isinstance(X[0], (str, bytes)) or (len(X) > 0 and hasattr(X[0], "__fspath__"))
+        return len(X) > 0 and _is_path(X[0])
     arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
-    return arr.dtype.kind in "OUS"
+    if arr.dtype.kind == "O":  # an object array of numbers (e.g. from a data frame) is numeric data
+        return arr.size > 0 and _is_path(arr.flat[0])
+    return arr.dtype.kind in "US"
+
+
+def _reject_sparse(X) -> None:
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):  # len() of a sparse matrix is not its number of rows
+        raise InputError("X is a sparse matrix, but images must be dense; convert it with X.toarray().")
 
 
 def as_image_batch(X, image_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -60,12 +74,19 @@ def as_image_batch(X, image_size: tuple[int, int] | None = None) -> np.ndarray:
 
         arr = read_images([str(p) for p in X], size=image_size)
     else:
+        _reject_sparse(X)
         arr = np.asarray(X)
+        if arr.dtype.kind == "O":
+            arr = arr.astype(np.float32)  # numbers stored as objects; anything else raises TypeError
         if arr.dtype.kind not in "uifb":
             raise InputError(
                 f"X must be numeric images or image file paths, got dtype {arr.dtype}; "
                 "convert to a numeric array or pass paths as strings."
             )
+    if arr.ndim >= 2 and math.prod(arr.shape[1:]) == 0:
+        raise InputError(
+            f"X has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required; pass images with pixels."
+        )
     if arr.ndim == 2:
         side = int(round(math.sqrt(arr.shape[1])))
         if side * side == arr.shape[1]:
@@ -80,7 +101,7 @@ def as_image_batch(X, image_size: tuple[int, int] | None = None) -> np.ndarray:
     else:
         raise InputError(
             f"X must have 2, 3 or 4 dimensions (samples first), got shape {arr.shape}; "
-            "pass images as (n, H, W), (n, H, W, C) or (n, C, H, W)."
+            "Reshape your data: pass images as (n, H, W), (n, H, W, C) or (n, C, H, W), one image as X[None]."
         )
     if arr.dtype != np.uint8:
         arr = arr.astype(np.float32, copy=False)
@@ -226,10 +247,20 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         """Train the network on images X and integer labels y. Returns self."""
         self._check_params()
-        check_same_length("X", X, "y", y)
-        if len(y) == 0:
+        if y is None:
+            raise InputError(
+                "ConvNetClassifier requires y to be passed, but the target y is None; pass one label per sample."
+            )
+        try:
+            y_arr = column_or_1d(y, warn=True)  # a column vector is raveled with a warning, as in scikit-learn
+        except ValueError as exc:
+            raise InputError(f"{exc} Pass one label per sample.") from None
+        _reject_sparse(X)
+        if not hasattr(X, "__len__"):
+            X = np.asarray(X)
+        check_same_length("X", X, "y", y_arr)
+        if len(y_arr) == 0:
             raise InputError("X and y are empty; pass at least one labeled sample per class.")
-        y_arr = np.asarray(y)
         check_classification_targets(y_arr)
         y_arr = check_labels(y_arr, "y", allow_unlabeled=False) if y_arr.dtype.kind in "iufb" else y_arr
         Xt = self._prepare_X(X)
@@ -239,6 +270,7 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
             self.classes_ = np.unique(y_arr)
             self.n_classes_ = len(self.classes_)
             self.input_shape_ = tuple(Xt.shape[1:])
+            self.n_features_in_ = int(np.prod(self.input_shape_))
             self.n_fit_calls_ = 0
             self.device_ = resolve_device(self.device)
             xf = Xt.float()
@@ -260,7 +292,16 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         weights = None
         if sample_weight is not None:
             sw = np.asarray(sample_weight, dtype=np.float32)
+            if sw.ndim != 1:
+                raise InputError(
+                    f"sample_weight must be one-dimensional, got shape {sw.shape}; pass one weight per sample."
+                )
             check_same_length("sample_weight", sw, "y", y_arr)
+            if not np.all(np.isfinite(sw)) or (sw < 0).any() or sw.sum() <= 0:
+                raise InputError(
+                    "sample_weight must be finite and >= 0 with at least one non-zero weight; "
+                    "all zero weights leave nothing to learn from."
+                )
             weights = torch.from_numpy(sw)
 
         seed = None if self.random_state is None else int(self.random_state) + 7919 * self.n_fit_calls_
@@ -387,15 +428,32 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
 
     # -- predict -----------------------------------------------------------------------------
     def _check_input_shape(self, Xt: torch.Tensor) -> None:
-        if tuple(Xt.shape[1:]) != tuple(self.input_shape_):
+        shape = tuple(Xt.shape[1:])
+        if shape != tuple(self.input_shape_):
+            n_new, n_fit = int(np.prod(shape)), int(np.prod(self.input_shape_))
+            size = (f"X has {n_new} features, but ConvNetClassifier is expecting {n_fit} features as input: "
+                    if n_new != n_fit else "")
             raise InputError(
-                f"X has images of shape {tuple(Xt.shape[1:])} (C, H, W) but the model was fitted on "
+                f"{size}X has images of shape {shape} (C, H, W) but the model was fitted on "
                 f"{tuple(self.input_shape_)}; resize the images or refit."
             )
 
+    def _check_fitted(self) -> None:
+        try:
+            check_is_fitted(self, "module_")
+        except SkNotFittedError as exc:
+            raise NotFittedError(str(exc)) from None
+
     def decision_function(self, X) -> np.ndarray:
-        """Logits, (n, n_classes), computed in chunks of inference_batch_size."""
-        check_is_fitted(self, "module_")
+        """Logits, (n, n_classes), computed in chunks of inference_batch_size.
+
+        With two classes, scikit-learn's shape: (n,), the logit of classes_[1] minus that of classes_[0].
+        """
+        logits = self._logits(X)
+        return logits[:, 1] - logits[:, 0] if self.n_classes_ == 2 else logits
+
+    def _logits(self, X) -> np.ndarray:
+        self._check_fitted()
         Xt = self._prepare_X(X)
         self._check_input_shape(Xt)
         self._set_norm_tensors()
@@ -411,11 +469,12 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (softmax of the logits), columns in the order of classes_."""
-        logits = torch.from_numpy(self.decision_function(X))
+        logits = torch.from_numpy(self._logits(X))
         return torch.softmax(logits.double(), dim=1).numpy()
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        logits = self._logits(X)  # checks fitted before classes_ is read
+        return self.classes_[np.argmax(logits, axis=1)]
 
     def __getstate__(self):
         state = self.__dict__.copy()

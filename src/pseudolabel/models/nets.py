@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from pseudolabel.exceptions import InputError
+
 # (channels, convs) per stage; every stage ends in 2x2 max-pooling where the image is large enough.
 _STAGES = {
     "fast": ((32, 1), (64, 1), (128, 1)),
@@ -49,7 +51,7 @@ class SeedCNN(nn.Module):
         super().__init__()
         h, w = size
         if h < 5 or w < 5:
-            raise ValueError(f"the seed CNN needs images of at least 5x5 pixels, got {h}x{w}; use arch='fast'.")
+            raise InputError(f"the seed CNN needs images of at least 5x5 pixels, got {h}x{w}; use arch='fast'.")
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
             nn.Dropout(0.25), nn.Flatten(), nn.Linear(64 * ((h - 4) // 2) * ((w - 4) // 2), 128), nn.ReLU(),

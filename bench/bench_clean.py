@@ -1,0 +1,189 @@
+"""Label cleaning on MNIST: every ranking method and cleanlab on the same out-of-fold probabilities.
+
+    .venv/bin/python bench/bench_clean.py [--noise 0.1,0.4] [--folds 5] [--epochs E] [--limit N] [--write-docs]
+
+For each noise level: symmetric noise is injected into the training labels (seeded); out-of-fold
+probabilities are computed once (stratified folds, `pseudolabel clean`'s CNN recipe); then each
+ranking method of `rank_label_issues` and cleanlab's `filter.find_label_issues` run on those same
+probabilities: flagged count, precision, recall, F1 against the injected mask, and the share of
+correct labels after fixing (relabel, and drop: share correct among the kept). Test accuracy is
+measured after training the same CNN on the noisy, fixed (relabel / drop, with `--eval-methods`)
+and true labels. Wall time per phase. --write-docs puts the tables into docs/benchmarks.md between
+this script's markers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_selftrain import machine, write_docs  # noqa: E402
+from pseudolabel.crossval import out_of_fold_proba  # noqa: E402
+from pseudolabel.datasets import inject_noise, load_mnist  # noqa: E402
+from pseudolabel.issues import METHODS, fix_labels, rank_label_issues  # noqa: E402
+from pseudolabel.jobs.clean import DEFAULTS, build_estimator, detection_scores, fit_and_score  # noqa: E402
+
+MARKER = "bench_clean"
+
+
+def cleanlab_issues(y: np.ndarray, proba: np.ndarray) -> pd.DataFrame:
+    """cleanlab's default find_label_issues as an issues frame that fix_labels takes."""
+    from cleanlab.filter import find_label_issues
+
+    mask = find_label_issues(y, proba, n_jobs=1)
+    issues = rank_label_issues(y, proba, method="self_confidence")
+    issues["is_issue"] = mask[issues["item"].to_numpy()]
+    return issues
+
+
+def flagged_mask(issues: pd.DataFrame, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    out[issues.loc[issues["is_issue"], "item"].to_numpy()] = True
+    return out
+
+
+def score_method(name: str, y_noisy, y_true, noisy, proba, threshold: float) -> tuple[dict, dict]:
+    t0 = time.perf_counter()
+    issues = cleanlab_issues(y_noisy, proba) if name == "cleanlab" else rank_label_issues(y_noisy, proba, method=name)
+    rank_s = time.perf_counter() - t0
+    flagged = flagged_mask(issues, len(y_noisy))
+    relabeled = fix_labels(y_noisy, proba, threshold=threshold, policy="relabel", issues=issues)
+    relabel_all = fix_labels(y_noisy, proba, threshold=0.0, policy="relabel", issues=issues)
+    dropped = fix_labels(y_noisy, proba, threshold=threshold, policy="drop", issues=issues)
+    kept = dropped >= 0
+    row = {
+        "method": name, "flagged": int(flagged.sum()), **detection_scores(flagged, noisy),
+        "relabeled": int(np.sum(relabeled != y_noisy)), "correct_relabel": float(np.mean(relabeled == y_true)),
+        "correct_relabel_all": float(np.mean(relabel_all == y_true)),
+        "dropped": int(np.sum(~kept)), "correct_drop": float(np.mean(dropped[kept] == y_true[kept])),
+        "rank_s": rank_s,
+    }
+    return row, {"relabel": relabeled, "drop": dropped}
+
+
+def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, log) -> dict:
+    seed = config["seed"]
+    y_noisy, noisy = inject_noise(y, rate, random_state=seed, n_classes=10)
+    level = {"noise": rate, "n": len(y), "n_noisy": int(noisy.sum()), "seed": seed, "phases": {}}
+    t0 = time.perf_counter()
+
+    def on_fold(k, n_folds, info):
+        log(f"  noise {rate:g}: fold {k + 1}/{n_folds} held-out accuracy {info['accuracy']:.4f} (given labels), "
+            f"{info['seconds']:.0f} s")
+
+    proba = out_of_fold_proba(build_estimator(config), X, y_noisy, cv=args.folds, random_state=seed, callback=on_fold)
+    level["phases"]["out-of-fold"] = time.perf_counter() - t0
+    level["oof_accuracy_true"] = float(np.mean(proba.argmax(1) == y))
+    if args.save_proba:
+        np.savez_compressed(Path(args.out) / f"proba_noise{rate:g}.npz", proba=proba, y_noisy=y_noisy, y=y)
+    t0 = time.perf_counter()
+    labels_for = {}
+    level["methods"] = []
+    for name in list(METHODS) + ["cleanlab"]:
+        row, fixed = score_method(name, y_noisy, y, noisy, proba, config["threshold"])
+        level["methods"].append(row)
+        labels_for[name] = fixed
+        log(f"  noise {rate:g}: {name}: flagged {row['flagged']} precision {row['precision']:.4f} "
+            f"recall {row['recall']:.4f} f1 {row['f1']:.4f} correct after relabel {row['correct_relabel']:.4f}")
+    level["phases"]["ranking and fixing (all methods)"] = time.perf_counter() - t0
+
+    level["test"] = {}
+    to_train = [("noisy", y_noisy)]
+    for m in args.eval_methods.split(","):
+        m = DEFAULTS["method"] if m == "default" else m
+        to_train += [(f"{m} relabel", labels_for[m]["relabel"]), (f"{m} drop", labels_for[m]["drop"])]
+    for what, labels in to_train:
+        t0 = time.perf_counter()
+        level["test"][what] = fit_and_score(config, X, labels, Xt, yt)
+        level["phases"][f"train on {what} labels"] = time.perf_counter() - t0
+        log(f"  noise {rate:g}: test accuracy after training on {what} labels {level['test'][what]:.4f}")
+    if "true" not in true_cache:
+        t0 = time.perf_counter()
+        true_cache["true"] = fit_and_score(config, X, y, Xt, yt)
+        true_cache["seconds"] = time.perf_counter() - t0
+        level["phases"]["train on true labels"] = true_cache["seconds"]
+    level["test"]["true"] = true_cache["true"]
+    level["total_s"] = sum(level["phases"].values())
+    return level
+
+
+def tables(levels: list[dict], config: dict, cmd: str) -> str:
+    recipe = ", ".join(f"{k} {config[k]}" for k in ("arch", "epochs", "batch_size", "lr", "augment"))
+    out = [f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
+           f"CNN per fold and for the test-accuracy models: {recipe}; fix threshold {config['threshold']}; "
+           f"the job's default method: {DEFAULTS['method']}.", ""]
+    for lv in levels:
+        out += [f"**{lv['noise']:.0%} symmetric noise** ({lv['n_noisy']} of {lv['n']} labels wrong; seed {lv['seed']}; "
+                f"out-of-fold accuracy against the true labels {lv['oof_accuracy_true'] * 100:.2f} %)", "",
+                "| method | seed | flagged | precision | recall | F1 | relabeled | labels correct after relabel "
+                "| (relabel every flagged) | dropped | labels correct among kept after drop |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in lv["methods"]:
+            name = f"**{r['method']}** (default)" if r["method"] == DEFAULTS["method"] else r["method"]
+            out.append(f"| {name} | {lv['seed']} | {r['flagged']} | {r['precision']:.4f} | {r['recall']:.4f} "
+                       f"| {r['f1']:.4f} | {r['relabeled']} | {r['correct_relabel'] * 100:.2f} % "
+                       f"| {r['correct_relabel_all'] * 100:.2f} % | {r['dropped']} | {r['correct_drop'] * 100:.2f} % |")
+        out += ["", "| trained on | seed | test accuracy |", "|---|---|---|"]
+        for what, acc in lv["test"].items():
+            out.append(f"| {what} labels | {lv['seed']} | {acc * 100:.2f} % |")
+        out += ["", "| phase | wall time (s) |", "|---|---|"]
+        out += [f"| {p} | {s:.0f} |" for p, s in lv["phases"].items()]
+        out += [f"| **total** | **{lv['total_s']:.0f}** |", ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--noise", default="0.1,0.4", help="Comma-separated noise rates.")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=None, help="Epochs per fit (default: the clean job's).")
+    ap.add_argument("--arch", default=None)
+    ap.add_argument("--threshold", type=float, default=None, help="Fix threshold (default: the clean job's).")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=None, help="Use the first N training images (development runs).")
+    ap.add_argument("--eval-methods", default="default",
+                    help="Methods whose fixed labels get test-accuracy models (default = the job's method; "
+                         "e.g. default,cleanlab).")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
+    ap.add_argument("--save-proba", action="store_true", help="Keep the out-of-fold probabilities in --out.")
+    ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    args = ap.parse_args()
+    cmd = "python bench/bench_clean.py " + " ".join(sys.argv[1:])
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    shared = ROOT.parent / "shared" / "data"
+    ds = load_mnist(shared if "PSEUDOLABEL_DATA" not in os.environ and shared.is_dir() else None)
+    X, y, Xt, yt = ds.X, ds.y, ds.X_test, ds.y_test
+    if args.limit:
+        X, y = X[: args.limit], y[: args.limit]
+    config = dict(DEFAULTS, seed=args.seed)
+    config.update({k: v for k, v in (("epochs", args.epochs), ("arch", args.arch), ("threshold", args.threshold))
+                   if v is not None})
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    levels, true_cache = [], {}
+    for rate in [float(r) for r in args.noise.split(",")]:
+        levels.append(run_level(rate, X, y, Xt, yt, config, args, true_cache, log))
+    (Path(args.out) / "clean.json").write_text(json.dumps({"config": config, "levels": levels}, indent=1))
+    section = tables(levels, config, cmd)
+    print(section)
+    if args.write_docs:
+        title = f"## Label cleaning on MNIST ({len(y)} training images): ranking methods and cleanlab\n\n"
+        write_docs(title + section, MARKER)
+
+
+if __name__ == "__main__":
+    main()
