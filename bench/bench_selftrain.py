@@ -113,7 +113,9 @@ def tables(results: list[dict], tp: dict | None, cmd: str) -> str:
         out.append("")
     if tp:
         s = tp["seed"]
-        out += ["CNN throughput on the 60,000 MNIST training images (median of 3 passes):", "",
+        out += ["CNN throughput: one epoch of training and one pass of inference over the first "
+                "10,000 MNIST training images, median of 3 passes; seed network trained at batch 64 and "
+                "inferred at batch 256 as the case study wrote it, ours at 128 / 2048:", "",
                 "| network | training samples/s | inference samples/s | training vs seed | inference vs seed |",
                 "|---|---|---|---|---|"]
         for name, v in tp.items():
@@ -141,6 +143,7 @@ def main() -> None:
     ap.add_argument("--protocols", default="seed,default")
     ap.add_argument("--labeled", type=int, default=1000)
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--throughput-samples", type=int, default=10000)
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
@@ -152,9 +155,8 @@ def main() -> None:
     results = []
     tp = None
     if not args.no_throughput:
-        tp = {"seed (batch 64 train / 256 infer)": throughput("seed", X, y, 64, 256),
-              "fast (ours, batch 128 / 2048)": throughput("fast", X, y, 128, 2048)}
-        tp = {"seed": tp.pop("seed (batch 64 train / 256 infer)"), "fast": tp.pop("fast (ours, batch 128 / 2048)")}
+        n = args.throughput_samples
+        tp = {"seed": throughput("seed", X[:n], y[:n], 64, 256), "fast": throughput("fast", X[:n], y[:n], 128, 2048)}
         print(json.dumps(tp), flush=True)
     for seed in [int(s) for s in args.seeds.split(",")]:
         y_partial = hide_labels(y, args.labeled, seed)

@@ -23,17 +23,18 @@ from pseudolabel.selection import check_schedule
 
 STORE_FILE = "labels.db"
 
-# The default recipe: a batch-norm CNN with batch augmentation, warm-started from round to round,
-# and every round relabels the whole pool so early mistakes are not frozen in.
+# The default recipe: a batch-norm CNN with batch augmentation, warm-started from round to round
+# (600 optimizer steps each), every round relabels the whole pool so early mistakes are not frozen
+# in, and the given labels stay half of the training rows so easy pseudo-labels do not drown them.
 DEFAULTS = dict(
-    threshold=0.99, max_iter=5, arch="fast", epochs=2, min_steps=600, batch_size=128, lr=3e-3,
-    augment="affine", warm_start=True, relabel=True, class_quota=None, device="auto",
+    threshold=0.99, max_iter=5, arch="fast", epochs=1, min_steps=600, batch_size=128, lr=3e-3,
+    augment="affine", warm_start=True, relabel=True, class_quota=None, given_share=0.5, device="auto",
 )
 # The case study's protocol: its CNN, Adam 1e-3, batch 64, 10 epochs from scratch each round.
 SEED_PROTOCOL = dict(
     threshold=0.99, max_iter=10, arch="seed", epochs=10, min_steps=0, batch_size=64, lr=1e-3,
     augment=None, warm_start=False, relabel=False, class_quota=None, optimizer="adam", weight_decay=0.0,
-    device="auto",
+    channels_last=False, given_share=None, device="auto",
 )
 
 
@@ -86,7 +87,7 @@ def build_selftraining(config: dict, progress: EpochProgress | None = None):
     from pseudolabel.selftrain import SelfTraining
 
     clf_keys = ("arch", "epochs", "min_steps", "batch_size", "lr", "augment", "warm_start", "device",
-                "optimizer", "weight_decay")
+                "optimizer", "weight_decay", "channels_last")
     clf = ConvNetClassifier(
         random_state=config["seed"], callbacks=[progress] if progress else None,
         **{k: config[k] for k in clf_keys if k in config},

@@ -1,0 +1,250 @@
+"""The command line: `pseudolabel selftrain` writes a complete, resumable run directory; bad input
+ends in one line on stderr and exit code 2; `pseudolabel demo` says where its results are.
+
+The runs use the seed recipe with the fast network (no minimum step count), so that a run on
+digits takes seconds: the default recipe trains at least 600 steps a round, minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pseudolabel.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+# 100 labels, 3 rounds; a threshold the briefly trained network passes, so every round adds labels.
+FAST = ["--data", "digits", "--labeled", "100", "--max-iter", "3", "--epochs", "15", "--recipe", "seed",
+        "--arch", "fast", "--threshold", "0.5", "--seed", "0"]
+TIMING = {"seconds", "elapsed_s"}
+TEST_ACCURACY_LINE = re.compile(r"^test accuracy: \d\.\d{4}$")
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def history_without_timing(path: Path) -> list[dict]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def subprocess_env() -> dict:
+    # The same torch thread count as this process, so in-process and subprocess runs compute alike.
+    return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONUNBUFFERED="1")
+
+
+def cli_command() -> list[str]:
+    exe = ROOT / ".venv" / "bin" / "pseudolabel"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "pseudolabel.cli"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run, in-process: the run directory other tests inspect and compare with."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = CliRunner().invoke(main, ["selftrain", *FAST, "--out", str(out)])
+    return out, result
+
+
+# -- selftrain -------------------------------------------------------------------------------------
+
+def test_selftrain_writes_the_run_directory(reference):
+    out, result = reference
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    for name in ("config.json", "history.jsonl", "history.csv", "labels.csv", "model.joblib"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["job"] == "selftrain" and config["data"] == "digits" and config["labeled"] == 100
+    assert config["threshold"] == 0.5 and config["max_iter"] == 3 and config["seed"] == 0
+
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in history] == list(range(len(history)))
+    assert len(history) >= 2 and history[1]["n_added"] > 0  # self-training did happen
+    assert all("test_accuracy" in r and "elapsed_s" in r for r in history)
+    with open(out / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["round"]) for r in rows] == [r["round"] for r in history]
+
+    with open(out / "labels.csv") as fh:
+        labels = list(csv.DictReader(fh))
+    assert {"item", "label", "source", "round", "confidence"} <= set(labels[0])
+    assert len(labels) == 1347  # every training digit, one row each
+    given = [r for r in labels if r["source"] == "given"]
+    pseudo = [r for r in labels if r["source"] == "pseudo"]
+    assert len(given) == 100
+    assert all(r["round"] == "0" and r["confidence"] == "" and int(r["label"]) >= 0 for r in given)
+    assert len(pseudo) == history[-1]["n_pseudo"] > 0
+    assert all(int(r["round"]) >= 1 and float(r["confidence"]) > 0.5 for r in pseudo)
+    assert len({r["item"] for r in labels}) == len(labels)
+
+    import joblib
+
+    from pseudolabel.datasets import load_digits
+
+    model = joblib.load(out / "model.joblib")
+    ds = load_digits()
+    acc = float(np.mean(model.predict(ds.X_test) == ds.y_test))
+    assert acc == pytest.approx(history[-1]["test_accuracy"])
+
+    lines = result.output.strip().splitlines()
+    assert TEST_ACCURACY_LINE.match(lines[-1]), lines[-1]
+    assert float(lines[-1].split(": ")[1]) == pytest.approx(history[-1]["test_accuracy"], abs=5e-5)
+
+
+def test_progress_names_round_and_epoch(reference):
+    _, result = reference
+    # SelfTraining clones the CNN and its callbacks: the job must still advance the round they print
+    for r in (0, 1, 2):
+        assert re.search(rf"^round {r} epoch 15/15 loss \d\.\d{{4}} train acc", result.stderr, re.M)
+        assert re.search(rf"^round {r}: \d+ labeled \(\+\d+\), test accuracy \d\.\d{{4}}$", result.stderr, re.M)
+    assert re.search(r"^\s*round\s+.*test acc", result.output, re.M)  # the per-round table
+
+
+def test_resume_after_a_kill_gives_the_same_history(reference, tmp_path):
+    ref_out, ref_result = reference
+    assert ref_result.exit_code == 0
+    out = tmp_path / "run"
+    history = out / "history.jsonl"
+    env = subprocess_env()
+    with open(tmp_path / "killed.log", "wb") as log:
+        proc = subprocess.Popen([*cli_command(), "selftrain", *FAST, "--out", str(out)], cwd=tmp_path, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None:
+                if history.exists() and len(history.read_text().splitlines()) >= 2:  # round 1 finished
+                    break
+                time.sleep(0.05)
+            assert proc.poll() is None, "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()
+            os.killpg(proc.pid, signal.SIGKILL)  # no cleanup, as with a power cut or an OOM kill
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    rounds = len(history.read_text().splitlines())
+    assert 2 <= rounds < 4, "the kill came after the run had finished"
+
+    done = subprocess.run([*cli_command(), "selftrain", *FAST, "--out", str(out), "--resume"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stderr or "restarting" in done.stderr
+    got, want = history_without_timing(history), history_without_timing(ref_out / "history.jsonl")
+    assert got == want, f"killed after {rounds} rounds; resumed run:\n{done.stderr[-2000:]}"
+    assert TEST_ACCURACY_LINE.match(done.stdout.strip().splitlines()[-1])
+    with open(out / "labels.csv") as a, open(ref_out / "labels.csv") as b:
+        assert list(csv.reader(a)) == list(csv.reader(b))
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+def assert_one_line_error(result, progress_before=False):
+    """Exit 2, no traceback, and one line 'error: ...' on stderr: the only line for input refused
+    up front, the last one after progress lines for a problem met while the run reads its data."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.stderr)
+    err = result.stderr
+    assert "Traceback" not in err and "Traceback" not in result.stdout
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith("error: "), err
+    if not progress_before:
+        assert len(lines) == 1, err
+    return errors[0]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cli.py: parse_thresholds raises click.BadParameter inside the command, so click prints its usage "
+    "block and 'Error: Invalid value: ...' (4 lines, capital E) instead of one 'error: ...' line"))
+def test_bad_threshold(tmp_path):
+    line = assert_one_line_error(invoke("selftrain", "--data", "digits", "--threshold", "1.5",
+                                        "--out", str(tmp_path / "run")))
+    assert "The 'threshold' parameter of SelfTraining must be a float in [0, 1). Got 1.5 instead." in line
+
+
+def test_bad_threshold_exits_2_and_writes_nothing(tmp_path):
+    # what holds today, beside the xfail above: exit code 2, no traceback, no run directory
+    result = invoke("selftrain", "--data", "digits", "--threshold", "1.5", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert "must be a float in [0, 1). Got 1.5 instead." in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_data_spec(tmp_path):
+    line = assert_one_line_error(invoke("selftrain", "--data", "imagenet-21k", "--out", str(tmp_path / "run")))
+    assert line.startswith("error: data 'imagenet-21k' does not exist; pass 'mnist', 'digits'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_image_folder(tmp_path):
+    (tmp_path / "images" / "cats").mkdir(parents=True)
+    line = assert_one_line_error(invoke("selftrain", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "run")))
+    assert line.startswith(f"error: no images found in {tmp_path / 'images'}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_png_in_image_folder(tmp_path, digits):
+    images = tmp_path / "images"
+    for label in (0, 1):
+        (images / str(label)).mkdir(parents=True)
+        for i in np.flatnonzero(digits[1] == label)[:4]:
+            Image.fromarray((digits[0][i] * 15).astype(np.uint8)).save(images / str(label) / f"{i}.png")
+    for i in range(4):  # unlabeled images beside the class folders
+        Image.fromarray((digits[0][100 + i] * 15).astype(np.uint8)).save(images / f"u{i}.png")
+    bad = images / "1" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not the rest of a PNG")
+    line = assert_one_line_error(invoke("selftrain", "--data", str(images), "--max-iter", "1", "--epochs", "1",
+                                        "--out", str(tmp_path / "run")), progress_before=True)
+    assert line.startswith(f"error: cannot read image {bad}") and line.endswith("remove or replace it.")
+
+
+def test_existing_run_directory_is_refused_and_left_intact(reference):
+    out, result = reference
+    assert result.exit_code == 0
+    before = snapshot(out)
+    line = assert_one_line_error(invoke("selftrain", *FAST, "--out", str(out)))
+    assert line == f"error: {out} holds a run already; pass --resume to continue it or choose a new --out."
+    assert snapshot(out) == before
+
+
+def test_resume_without_a_run_is_refused(tmp_path):
+    line = assert_one_line_error(invoke("selftrain", *FAST, "--out", str(tmp_path / "none"), "--resume"))
+    assert "holds no run to resume" in line
+
+
+# -- demo ----------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_demo_says_where_its_results_are(tmp_path):
+    earlier = tmp_path / "demo"
+    earlier.mkdir()
+    (earlier / "notes.txt").write_text("an earlier demo")
+    result = CliRunner().invoke(main, ["demo", "--out", str(earlier)])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    out = tmp_path / "demo-2"  # an earlier demo is never overwritten
+    assert snapshot(earlier) == {"notes.txt": b"an earlier demo"}
+    lines = result.output.strip().splitlines()
+    assert TEST_ACCURACY_LINE.match(lines[-1])
+    where = next(line for line in lines if line.startswith("results: "))
+    assert str(out) in where
+    for name in ("config.json", "history.jsonl", "history.csv", "labels.csv", "model.joblib"):
+        assert (out / name).is_file()
+    base, final = map(float, re.search(r"supervised (\d\.\d{4}) -> self-trained (\d\.\d{4})", result.output).groups())
+    assert final == float(lines[-1].split(": ")[1])
+    assert final > 0.9  # 70 labels of digits: a CNN that learned
