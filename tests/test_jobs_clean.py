@@ -131,7 +131,7 @@ def test_image_folder_writes_a_manifest_and_leaves_the_folder_byte_identical(ima
     root, wrong = image_folder
     before = _hashes(root)
     out = tmp_path / "run"
-    result = _invoke("--data", root, "--folds", "3", "--min-steps", "60", "--out", out)
+    result = _invoke("--data", root, "--folds", "3", "--min-steps", "60", "--jobs", "2", "--out", out)
     assert result.exit_code == 0, result.output
     assert _hashes(root) == before
     manifest = pd.read_csv(out / "manifest.csv", dtype={"given": str, "suggested": str})

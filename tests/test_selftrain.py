@@ -418,6 +418,8 @@ def test_bad_input_messages(flat):
     (dict(criterion="k_best", k_best=0), "The 'k_best' parameter of SelfTraining must be an int >= 1. Got 0 instead."),
     (dict(max_iter=-1), "The 'max_iter' parameter of SelfTraining must be an int >= 0 or None. Got -1 instead."),
     (dict(class_quota=0), "The 'class_quota' parameter of SelfTraining must be an int >= 1 or None. Got 0 instead."),
+    (dict(given_share=1.0), "The 'given_share' parameter of SelfTraining must be a float in (0, 1) or None. "
+                            "Got 1.0 instead."),
     (dict(sample_weight="yes"), "The 'sample_weight' parameter of SelfTraining must be 'none' or 'confidence'. "
                                 "Got 'yes' instead."),
 ])
@@ -456,3 +458,26 @@ def test_confidence_weights_reach_the_estimator(flat):
     assert len(last) == len(rows)
     np.testing.assert_allclose(last, np.where(st.labeled_iter_[rows] == 0, 1.0, st.label_confidence_[rows]))
     assert last.min() > 0.9
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5, 0.8])
+def test_given_share_repeats_the_given_rows(flat, share):
+    X, _, y, _ = flat
+    yp = hide(y, 0.05, 0)
+    n_given = int((yp != -1).sum())
+    sizes = []
+
+    class CountingLR(LogisticRegression):
+        def fit(self, X, y, sample_weight=None):
+            sizes.append(len(y))
+            return super().fit(X, y, sample_weight=sample_weight)
+
+    st = SelfTraining(CountingLR(C=10, max_iter=1000), threshold=0.8, max_iter=3, given_share=share).fit(X, yp)
+    assert len(sizes) == st.n_iter_ + 1 >= 2
+    assert sizes[0] == n_given  # nothing to outweigh in round 0
+    for size, rec in zip(sizes[1:], st.history_[1:]):
+        given_rows = size - rec["n_pseudo"]  # every pseudo label once, the given ones r times
+        assert given_rows % n_given == 0
+        assert given_rows / size >= share
+        assert given_rows == n_given or (given_rows - n_given) / (size - n_given) < share  # no more copies than needed
+    check_invariants(st, yp, thresholds=lambda r: 0.8)

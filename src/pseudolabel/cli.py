@@ -172,14 +172,16 @@ def demo(out):
               help="At least this many training steps per fold, for small data sets (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=int, default=None, help="Use the first N training samples (quick runs).")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Folds trained at once, in worker processes of one thread each (2 on a 2-core CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the killed run in --out from its last finished fold.")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Label store to record into (default: OUT/labels.db).")
 @friendly_errors
-def clean(data, noise, noise_kind, folds, method, threshold, policy, epochs, min_steps, seed, limit, device, out,
-          resume, store):
+def clean(data, noise, noise_kind, folds, method, threshold, policy, epochs, min_steps, seed, limit, jobs, device,
+          out, resume, store):
     """Find labels that are probably wrong (out-of-fold predictions), and fix or flag them.
 
     Writes issues.csv (most suspicious first), grid.png (the top 25), labels.csv (given and new
@@ -190,14 +192,15 @@ def clean(data, noise, noise_kind, folds, method, threshold, policy, epochs, min
 
     \b
     Examples:
-      pseudolabel clean --data mnist --noise 0.1 --folds 5 --out runs/clean
+      pseudolabel clean --data mnist --noise 0.1 --folds 5 --jobs 2 --out runs/clean
       pseudolabel clean --data photos/ --policy review --out runs/photos-clean
       pseudolabel review runs/photos-clean/labels.db
     """
     from pseudolabel.jobs.clean import report_lines, run_clean
 
     config = dict(data=data, noise=noise, noise_kind=noise_kind, folds=folds, method=method, threshold=threshold,
-                  policy=policy, epochs=epochs, min_steps=min_steps, seed=seed, limit=limit, device=device)
+                  policy=policy, epochs=epochs, min_steps=min_steps, seed=seed, limit=limit, jobs=jobs,
+                  device=device)
     if store is not None:
         config["store"] = str(store)
     result = run_clean({k: v for k, v in config.items() if v is not None}, out, resume=resume)

@@ -39,7 +39,7 @@ HOLDOUT = 0.2
 # min_steps gives small data sets (digits) enough updates.
 DEFAULTS = dict(
     folds=5, method="self_confidence", threshold=0.9, policy="relabel", noise=None, noise_kind="symmetric",
-    limit=None, seed=0, arch="fast", epochs=3, min_steps=200, batch_size=128, lr=3e-3, augment="affine",
+    limit=None, seed=0, jobs=1, arch="fast", epochs=3, min_steps=200, batch_size=128, lr=3e-3, augment="affine",
     device="auto",
 )
 _CLF_KEYS = ("arch", "epochs", "min_steps", "batch_size", "lr", "augment", "device")
@@ -53,9 +53,9 @@ class FoldProgress:
     """Epoch lines naming the fold or model being trained: the last epoch, and any other after
     ``every`` seconds of silence, so a long MNIST fold shows life and a quick digits fold one line."""
 
-    def __init__(self, say: Callable[[str], None] = _say, every: float = 10.0):
+    def __init__(self, say: Callable[[str], None] = _say, every: float = 10.0, prefix: str = ""):
         self.say, self.every = say, every
-        self.prefix = ""
+        self.prefix = prefix
         self._last = time.perf_counter()
 
     def __call__(self, est, rec: dict) -> None:
@@ -102,6 +102,9 @@ def check_config(config: dict) -> dict:
     limit = config["limit"]
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
         raise InputError(f"--limit must be an int >= 2, got {limit!r}; e.g. --limit 10000.")
+    jobs = config["jobs"]
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"--jobs must be an int >= 1, got {jobs!r}; 2 uses both cores of a 2-core CPU.")
     for name in ("epochs", "min_steps"):
         if not isinstance(config[name], int) or config[name] < 0:
             raise InputError(f"--{name.replace('_', '-')} must be an int >= 0, got {config[name]!r}.")
@@ -201,10 +204,25 @@ def fold_splits(y: np.ndarray, folds: int, seed: int, say=_say) -> list:
     return splits
 
 
+def _workers(config: dict, n_tasks: int) -> int:
+    return max(1, min(int(config.get("jobs") or 1), n_tasks))
+
+
+def _fit_fold(config: dict, X, y, train, test, classes, callbacks=None):
+    from pseudolabel.crossval import _fit_predict_fold
+
+    return _fit_predict_fold(build_estimator(config, callbacks), X, y, train, test, classes)
+
+
 def oof_by_fold(run: RunDirectory, config: dict, data: CleanData, splits: list, say=_say,
                 t_start: float | None = None):
-    """Out-of-fold probabilities, one checkpointed fold at a time. Returns (proba, classes)."""
-    from pseudolabel.crossval import _fit_predict_fold
+    """Out-of-fold probabilities, one checkpointed fold at a time. Returns (proba, classes).
+
+    With ``config['jobs'] > 1`` folds train in that many worker processes with one torch thread
+    each (joblib's default); on a CPU that beats one process whose OpenMP threads spin whenever
+    anything else runs. Finished folds are checkpointed in fold order as they arrive.
+    """
+    from joblib import Parallel, delayed
 
     t_start = time.perf_counter() if t_start is None else t_start
     y = data.y
@@ -212,26 +230,38 @@ def oof_by_fold(run: RunDirectory, config: dict, data: CleanData, splits: list, 
     n_folds = len(splits)
     digest = _digest(y)
     proba = np.zeros((len(y), len(classes)))
-    progress = FoldProgress(say)
-    records = []
-    synced = False
+    records = {}
     for k, (train, test) in enumerate(splits):
         name = f"fold-{k}.joblib"
         saved = run.load_checkpoint(name)
-        if saved is not None:
-            if saved.get("labels") != digest or not np.array_equal(saved["test"], test):
-                raise RunDirectoryError(f"{run.path / name} was made from other labels or folds than this run's; "
-                                        "resume with the data the run started with, or delete the fold files.")
-            proba[test] = saved["proba"]
-            records.append(saved["record"])
-            say(f"fold {k + 1}/{n_folds}: loaded from {name}")
+        if saved is None:
             continue
-        if not synced:  # the history holds exactly the finished folds before new ones are appended
-            run.rewrite_history(records)
-            synced = True
-        progress.prefix = f"fold {k + 1}/{n_folds} "
-        say(f"fold {k + 1}/{n_folds}: training on {len(train)} samples, predicting {len(test)}")
-        fold_proba, seconds = _fit_predict_fold(build_estimator(config, [progress]), data.X, y, train, test, classes)
+        if saved.get("labels") != digest or not np.array_equal(saved["test"], test):
+            raise RunDirectoryError(f"{run.path / name} was made from other labels or folds than this run's; "
+                                    "resume with the data the run started with, or delete the fold files.")
+        proba[test] = saved["proba"]
+        records[k] = saved["record"]
+        say(f"fold {k + 1}/{n_folds}: loaded from {name}")
+    todo = [k for k in range(n_folds) if k not in records]
+    # The history holds exactly the finished folds (a summary of an earlier attempt is redone).
+    run.rewrite_history([records[k] for k in sorted(records)])
+    workers = _workers(config, len(todo))
+    if workers > 1:
+        say(f"training folds {', '.join(str(k + 1) for k in todo)} of {n_folds}, {workers} at a time")
+        # max_nbytes=None: each worker gets its own writable copy (torch refuses read-only memmaps).
+        results = Parallel(n_jobs=workers, return_as="generator", max_nbytes=None)(
+            delayed(_fit_fold)(config, data.X, y, splits[k][0], splits[k][1], classes) for k in todo)
+    else:
+        def one_by_one():
+            for k in todo:
+                train, test = splits[k]
+                say(f"fold {k + 1}/{n_folds}: training on {len(train)} samples, predicting {len(test)}")
+                progress = FoldProgress(say, prefix=f"fold {k + 1}/{n_folds} ")
+                yield _fit_fold(config, data.X, y, train, test, classes, [progress])
+
+        results = one_by_one()
+    for k, (fold_proba, seconds) in zip(todo, results):
+        train, test = splits[k]
         proba[test] = fold_proba
         predicted = classes[np.argmax(fold_proba, axis=1)]
         record = {"record": "fold", "fold": k, "n_train": len(train), "n_test": len(test),
@@ -239,13 +269,14 @@ def oof_by_fold(run: RunDirectory, config: dict, data: CleanData, splits: list, 
         if data.y_true is not None:
             record["accuracy_true"] = float(np.mean(predicted == data.y_true[test]))
         record["elapsed_s"] = time.perf_counter() - t_start
-        run.save_checkpoint({"fold": k, "test": test, "proba": fold_proba, "labels": digest, "record": record}, name)
+        run.save_checkpoint({"fold": k, "test": test, "proba": fold_proba, "labels": digest, "record": record},
+                            f"fold-{k}.joblib")
         run.append_history(record)
-        records.append(record)
+        records[k] = record
         acc = f", {record['accuracy_true']:.4f} against the true labels" if "accuracy_true" in record else ""
         say(f"fold {k + 1}/{n_folds}: held-out accuracy {record['accuracy_given']:.4f} against the given labels"
             f"{acc}, {seconds:.1f} s")
-    run.rewrite_history(records)  # drops a summary of an earlier finished attempt; it is redone
+    run.rewrite_history([records[k] for k in range(n_folds)])  # fold order, whatever order they finished in
     return proba, classes
 
 
@@ -340,19 +371,29 @@ def _record_store(store, data: CleanData, config: dict, issues, labels, record) 
 
 def _evaluate(run: RunDirectory, config: dict, data: CleanData, new: np.ndarray, say) -> dict:
     """Test accuracy of the run's model trained on noisy, cleaned and true labels (cached per label set)."""
+    from joblib import Parallel, delayed
+
     cache = run.load_checkpoint("eval.joblib") or {}
-    progress = FoldProgress(say)
-    out = {}
-    for name, y in (("noisy", data.y), ("cleaned", new), ("true", data.y_true)):
-        key = _digest(y)
-        if key not in cache:
-            progress.prefix = f"{name} labels "
-            n = int(np.sum(y >= 0))
-            say(f"training on the {name} labels ({n} samples) for test accuracy")
-            cache[key] = fit_and_score(config, data.X, y, data.X_test, data.y_test, [progress])
-            run.save_checkpoint(cache, "eval.joblib")
-        out[name] = cache[key]
-        say(f"test accuracy after training on the {name} labels: {out[name]:.4f}")
+    wanted = {name: (y, _digest(y)) for name, y in (("noisy", data.y), ("cleaned", new), ("true", data.y_true))}
+    todo = {}
+    for name, (y, key) in wanted.items():
+        if key not in cache and key not in todo.values():
+            todo[name] = key
+    workers = _workers(config, len(todo))
+    for name in todo:
+        say(f"training on the {name} labels ({int(np.sum(wanted[name][0] >= 0))} samples) for test accuracy")
+    if workers > 1:
+        accs = Parallel(n_jobs=workers, max_nbytes=None)(delayed(fit_and_score)(config, data.X, wanted[name][0], data.X_test,
+                                                               data.y_test) for name in todo)
+    else:
+        accs = (fit_and_score(config, data.X, wanted[name][0], data.X_test, data.y_test,
+                              [FoldProgress(say, prefix=f"{name} labels ")]) for name in todo)
+    for (name, key), acc in zip(todo.items(), accs):
+        cache[key] = acc
+        run.save_checkpoint(cache, "eval.joblib")
+    out = {name: cache[key] for name, (_, key) in wanted.items()}
+    for name, acc in out.items():
+        say(f"test accuracy after training on the {name} labels: {acc:.4f}")
     return out
 
 

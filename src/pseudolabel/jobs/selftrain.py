@@ -261,7 +261,12 @@ def _fit_and_record(config, ds, run, recorder, y_partial, y_true, given_source, 
     st.callback = on_round
     eval_set = (ds.X_test, ds.y_test) if ds.X_test is not None else None
     say(f"self-training on {ds.name}: {int((y_partial != -1).sum())} labeled, {int((y_partial == -1).sum())} unlabeled")
-    st.fit(ds.X, y_partial, eval_set=eval_set, y_true=y_true, resume=state)
+    try:
+        st.fit(ds.X, y_partial, eval_set=eval_set, y_true=y_true, resume=state)
+    except BaseException as exc:  # finished rounds stay; the status says why the rest did not run
+        run.set_status("failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
+                       error=f"{type(exc).__name__}: {exc}"[:500])
+        raise
 
     recorder.record_pseudo(st.transduction_, st.labeled_iter_, st.label_confidence_)
     pool = np.flatnonzero(st.transduction_ == -1)

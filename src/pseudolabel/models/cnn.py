@@ -43,6 +43,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise InputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
 
 
+def one_cycle(total_steps: int, warmup: float = 0.25, start: float = 0.1, end: float = 1e-3):
+    """Learning-rate factor per step: linear warm-up from ``start`` to 1 over the first quarter, then
+    linear decay to ``end``. Unlike torch's OneCycleLR it is defined for any number of steps, even 1."""
+    up = max(1, int(total_steps * warmup))
+
+    def factor(step: int) -> float:
+        if step < up:
+            return start + (1 - start) * step / up
+        return max(end, 1 - (1 - end) * (step - up) / max(1, total_steps - up))
+
+    return factor
+
+
 def _is_path(x) -> bool:
     return isinstance(x, (str, bytes)) or hasattr(x, "__fspath__")
 
@@ -351,10 +364,7 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
             opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         sched = None
         if self.arch != "seed" or self.module is not None:
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=self.lr, total_steps=max(total_steps, 1), pct_start=0.25,
-                anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0,
-            )
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(max(total_steps, 1)))
         return opt, sched
 
     def _fit_loop(self, Xt: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor | None) -> None:
