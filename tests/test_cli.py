@@ -169,9 +169,6 @@ def invoke(*args):
     return CliRunner().invoke(main, list(args))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli.py: parse_thresholds raises click.BadParameter inside the command, so click prints its usage "
-    "block and 'Error: Invalid value: ...' (4 lines, capital E) instead of one 'error: ...' line"))
 def test_bad_threshold(tmp_path):
     line = assert_one_line_error(invoke("selftrain", "--data", "digits", "--threshold", "1.5",
                                         "--out", str(tmp_path / "run")))
@@ -179,7 +176,6 @@ def test_bad_threshold(tmp_path):
 
 
 def test_bad_threshold_exits_2_and_writes_nothing(tmp_path):
-    # what holds today, beside the xfail above: exit code 2, no traceback, no run directory
     result = invoke("selftrain", "--data", "digits", "--threshold", "1.5", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert "must be a float in [0, 1). Got 1.5 instead." in result.stderr

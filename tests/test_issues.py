@@ -109,12 +109,12 @@ def test_scores_follow_their_definitions(noisy_digits):
 
 def test_confident_joint_estimates_the_number_of_wrong_labels(noisy_digits):
     X, y_true, y_noisy, flipped, proba = noisy_digits
-    n_flagged = int(rank_label_issues(y_noisy, proba).is_issue.sum())
+    n_flagged = int(rank_label_issues(y_noisy, proba, method="confident_joint").is_issue.sum())
     assert 0.75 * flipped.sum() < n_flagged < 1.25 * flipped.sum()
     # Clean labels: far fewer flagged than there were flipped labels.
     clean_proba = out_of_fold_proba(LogisticRegression(max_iter=1000), X, y_true, cv=5,
                                     random_state=0)
-    n_clean_flagged = int(rank_label_issues(y_true, clean_proba).is_issue.sum())
+    n_clean_flagged = int(rank_label_issues(y_true, clean_proba, method="confident_joint").is_issue.sum())
     assert n_clean_flagged < 0.5 * flipped.sum()
 
 
@@ -129,7 +129,7 @@ def test_ranking_puts_flipped_labels_on_top(noisy_digits):
 def test_confident_joint_at_least_as_good_as_cleanlab(noisy_digits):
     cleanlab_filter = pytest.importorskip("cleanlab.filter")
     _, _, y_noisy, flipped, proba = noisy_digits
-    ours = detection(rank_label_issues(y_noisy, proba), flipped)[2]
+    ours = detection(rank_label_issues(y_noisy, proba, method="confident_joint"), flipped)[2]
     mask = cleanlab_filter.find_label_issues(y_noisy, proba)
     tp = np.sum(mask & flipped)
     p, r = tp / mask.sum(), tp / flipped.sum()
@@ -195,6 +195,15 @@ def test_fix_labels_record_and_threshold(noisy_digits):
     # A higher threshold changes a subset of what a lower one changes.
     low = fix_labels(y_noisy, proba, threshold=0.5)
     assert set(changed) <= set(np.flatnonzero(low != y_noisy))
+
+
+def test_default_fix_relabels_every_flagged_sample_and_beats_a_fixed_threshold(noisy_digits):
+    _, y_true, y_noisy, flipped, proba = noisy_digits
+    issues = rank_label_issues(y_noisy, proba)  # the default: self-confidence, confident-joint count
+    new, record = fix_labels(y_noisy, proba, return_record=True)
+    assert len(record) == issues.is_issue.sum() and (record.action == "relabel").all()
+    assert np.mean(new == y_true) > np.mean(fix_labels(y_noisy, proba, threshold=0.9) == y_true)
+    assert np.mean(new == y_true) > 1 - 0.5 * flipped.mean()  # at least half the wrong labels are fixed
 
 
 def test_fix_labels_drop_and_review_policies(noisy_digits):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.exceptions import PseudolabelError
+from pseudolabel.exceptions import InputError, PseudolabelError
 
 EXIT_USAGE = 2
 
@@ -43,14 +43,13 @@ def parse_thresholds(value: str) -> float | list[float]:
     try:
         parts = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a number or a comma-separated list of numbers, e.g. 0.99 or 0.99,0.95.")
+        raise InputError(
+            f"--threshold {value!r} is not a number or a comma-separated list of numbers; pass e.g. 0.99 or 0.99,0.95."
+        ) from None
     if not parts:
-        raise click.BadParameter("give a threshold in [0, 1), e.g. 0.99.")
+        raise InputError("--threshold is empty; pass a value in [0, 1), e.g. 0.99.")
     schedule = parts[0] if len(parts) == 1 else parts
-    try:
-        check_schedule(schedule)
-    except PseudolabelError as exc:
-        raise click.BadParameter(str(exc))
+    check_schedule(schedule)
     return schedule
 
 
@@ -102,8 +101,11 @@ def _recipe_config(recipe, **given) -> dict:
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Label store to record into (default: OUT/labels.db). One that holds this data set is "
                    "where the run starts: its given and human labels, the rest unlabeled.")
+@click.option("--min-steps", type=int, default=None,
+              help="Optimizer steps per round at least (default: the recipe's; lower it for quick runs).")
 @friendly_errors
-def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, device, relabel, out, resume, store):
+def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, device, relabel, out, resume, store,
+              min_steps):
     """Iterative confidence-based pseudo-labeling.
 
     Every run records its labels in OUT/labels.db (or --store): given, each round's pseudo labels
@@ -119,7 +121,8 @@ def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, de
     from pseudolabel.jobs.selftrain import run_selftrain
 
     config = _recipe_config(recipe, data=data, labeled=labeled, threshold=parse_thresholds(threshold),
-                            max_iter=max_iter, seed=seed, epochs=epochs, arch=arch, device=device, relabel=relabel)
+                            max_iter=max_iter, seed=seed, epochs=epochs, arch=arch, device=device, relabel=relabel,
+                            min_steps=min_steps)
     config["recipe"] = recipe
     if store is not None:
         config["store"] = str(store)
@@ -164,7 +167,8 @@ def demo(out):
 @click.option("--method", type=click.Choice(["self_confidence", "confident_joint", "normalized_margin", "disagreement"]),
               default=None, help="How suspects are ranked and counted (default: self_confidence).")
 @click.option("--threshold", type=float, default=None,
-              help="Confidence the prediction needs for an automatic relabel or drop (default: 0.9).")
+              help="Confidence the prediction needs for an automatic relabel or drop (default: 0, every "
+                   "flagged sample; a model trained on noisy labels is rarely confident).")
 @click.option("--policy", type=click.Choice(["relabel", "drop", "review"]), default="relabel", show_default=True,
               help="What happens to a confident suspect; review leaves every label to a person.")
 @click.option("--epochs", type=int, default=None, help="Epochs per fold (default: the recipe's).")

@@ -30,7 +30,7 @@ def rank_label_issues(
     labels,
     pred_probs,
     *,
-    method: str = "confident_joint",
+    method: str = "self_confidence",
     top_k: Optional[int] = None,
     classes: Optional[Sequence] = None,
 ) -> pd.DataFrame:
@@ -38,7 +38,7 @@ def rank_label_issues(
 
     Methods (``score``: higher is more suspicious):
 
-    - ``"confident_joint"`` (default): per-class confidence thresholds ``t_j``, the mean
+    - ``"confident_joint"``: per-class confidence thresholds ``t_j``, the mean
       ``p_j`` over the samples labeled ``j``, decide each sample's confident class (the most
       probable class among those with ``p_j >= t_j``). Counting given against confident classes
       and scaling each row to its class size estimates how many samples of each given class are
@@ -48,14 +48,16 @@ def rank_label_issues(
     - ``"disagreement"``: the seed's rule. Flag every sample whose predicted class differs from
       its given label; ``score`` is the prediction's confidence ``p_max`` (0 where the model
       agrees with the label).
-    - ``"self_confidence"``: ``score = 1 - p_given``.
+    - ``"self_confidence"`` (default): ``score = 1 - p_given``, ranked over all samples at once.
     - ``"normalized_margin"``: ``score = (max_{j != given} p_j - p_given + 1) / 2`` in [0, 1];
       above 0.5 means another class beats the given one.
 
     For ``"self_confidence"`` and ``"normalized_margin"`` the automatic count of flagged samples
     is the confident joint's estimate of the number of wrong labels; the highest scores are
     flagged. No method flags a sample whose given label is the model's top prediction: there the
-    model offers no other label.
+    model offers no other label. The default, self-confidence with the confident joint's count,
+    had the best mean detection F1 over MNIST subsets (10 % and 40 % noise) and digits in
+    ``bench/bench_clean.py`` runs; ``"normalized_margin"`` was as good on MNIST, worse on small data.
 
     Parameters
     ----------
@@ -101,9 +103,9 @@ def fix_labels(
     labels,
     pred_probs,
     *,
-    threshold: float = 0.9,
+    threshold: float = 0.0,
     policy: str = "relabel",
-    method: str = "confident_joint",
+    method: str = "self_confidence",
     issues: Optional[pd.DataFrame] = None,
     classes: Optional[Sequence] = None,
     return_record: bool = False,
@@ -120,14 +122,19 @@ def fix_labels(
         Given integer labels (column indices of ``pred_probs``, or values of ``classes``).
     pred_probs : array-like of shape (n_samples, n_classes)
         Out-of-fold predicted probabilities.
-    threshold : float in [0, 1), default=0.9
-        Minimum confidence of the prediction for an automatic relabel or drop.
+    threshold : float in [0, 1), default=0.0
+        Minimum confidence of the prediction for an automatic relabel or drop. The default acts
+        on every flagged sample: the ranking's count is already calibrated by the confident
+        joint, while a model trained on noisy labels is rarely confident (at 40 % symmetric
+        noise its ``p_max`` on disagreements averages about 0.5), so a fixed 0.9 leaves most
+        detected errors in place (MNIST subset, 40 % noise: 60 % correct labels after fixing
+        with 0.9 against 96 % with 0).
     policy : {"relabel", "drop", "review"}, default="relabel"
         ``"relabel"``: take the predicted label. ``"drop"``: set the label to -1 (the caller
         removes those rows). ``"review"``: keep every label; the record marks every flagged
         sample ``"review"`` for a person, whatever its confidence (those below the threshold
         are the ones a machine should not decide).
-    method : str, default="confident_joint"
+    method : str, default="self_confidence"
         Ranking method of :func:`rank_label_issues`; ignored when ``issues`` is given.
     issues : pandas.DataFrame or None, default=None
         A result of :func:`rank_label_issues` for these labels (e.g. edited by hand), reused

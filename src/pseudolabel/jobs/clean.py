@@ -38,8 +38,8 @@ HOLDOUT = 0.2
 # augmentation. Augmentation also keeps the network from memorizing the wrong labels it trains on;
 # min_steps gives small data sets (digits) enough updates.
 DEFAULTS = dict(
-    folds=5, method="self_confidence", threshold=0.9, policy="relabel", noise=None, noise_kind="symmetric",
-    limit=None, seed=0, jobs=1, arch="fast", epochs=3, min_steps=200, batch_size=128, lr=3e-3, augment="affine",
+    folds=5, method="self_confidence", threshold=0.0, policy="relabel", noise=None, noise_kind="symmetric",
+    limit=None, seed=0, jobs=1, arch="fast", epochs=2, min_steps=200, batch_size=128, lr=3e-3, augment="affine",
     device="auto",
 )
 _CLF_KEYS = ("arch", "epochs", "min_steps", "batch_size", "lr", "augment", "device")

@@ -194,6 +194,11 @@ def run_selftrain(config: dict, out: str | Path, *, resume: bool = False,
     config = {**DEFAULTS, **config}
     _check_config(config)
     ds = dataset if dataset is not None else load_dataset(config["data"])
+    if ds.X.dtype == object:  # image files: decode once, before a run directory exists, so a
+        # corrupt image stops the run with nothing written and no round decodes the folder again
+        from pseudolabel.datasets import read_images
+
+        ds = dataclasses.replace(ds, X=read_images(list(ds.X)))
     store = None
     try:
         if resume:
