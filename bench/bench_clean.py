@@ -136,7 +136,8 @@ def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, l
     t0 = time.perf_counter()
     # Independent fits: with n_jobs=2 each worker gets one torch thread (joblib's default), which on
     # 2 cores beats one process with 2 threads, whose OpenMP threads spin against any other load.
-    fits = Parallel(n_jobs=args.n_jobs, max_nbytes=None)(delayed(timed_fit)(config, X, labels, Xt, yt) for _, labels in to_train)
+    fits = Parallel(n_jobs=args.n_jobs, max_nbytes=None)(
+        delayed(timed_fit)(config, X, labels, Xt, yt) for _, labels in to_train)
     level["phases"][f"{len(to_train)} test-accuracy models ({args.n_jobs} in parallel)"] = time.perf_counter() - t0
     level["fit_s"] = {}
     for (what, _), (acc, secs) in zip(to_train, fits):

@@ -178,14 +178,16 @@ def demo(out):
 @click.option("--limit", type=int, default=None, help="Use the first N training samples (quick runs).")
 @click.option("--jobs", type=int, default=1, show_default=True,
               help="Folds trained at once, in worker processes of one thread each (2 on a 2-core CPU).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="torch threads of the main process; more only help on an otherwise idle machine.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the killed run in --out from its last finished fold.")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Label store to record into (default: OUT/labels.db).")
 @friendly_errors
-def clean(data, noise, noise_kind, folds, method, threshold, policy, epochs, min_steps, seed, limit, jobs, device,
-          out, resume, store):
+def clean(data, noise, noise_kind, folds, method, threshold, policy, epochs, min_steps, seed, limit, jobs, threads,
+          device, out, resume, store):
     """Find labels that are probably wrong (out-of-fold predictions), and fix or flag them.
 
     Writes issues.csv (most suspicious first), grid.png (the top 25), labels.csv (given and new
@@ -204,7 +206,7 @@ def clean(data, noise, noise_kind, folds, method, threshold, policy, epochs, min
 
     config = dict(data=data, noise=noise, noise_kind=noise_kind, folds=folds, method=method, threshold=threshold,
                   policy=policy, epochs=epochs, min_steps=min_steps, seed=seed, limit=limit, jobs=jobs,
-                  device=device)
+                  threads=threads, device=device)
     if store is not None:
         config["store"] = str(store)
     result = run_clean({k: v for k, v in config.items() if v is not None}, out, resume=resume)

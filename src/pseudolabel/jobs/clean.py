@@ -39,8 +39,8 @@ HOLDOUT = 0.2
 # min_steps gives small data sets (digits) enough updates.
 DEFAULTS = dict(
     folds=5, method="self_confidence", threshold=0.0, policy="relabel", noise=None, noise_kind="symmetric",
-    limit=None, seed=0, jobs=1, arch="fast", epochs=2, min_steps=200, batch_size=128, lr=3e-3, augment="affine",
-    device="auto",
+    limit=None, seed=0, jobs=1, threads=1, arch="fast", epochs=2, min_steps=200, batch_size=128, lr=3e-3,
+    augment="affine", device="auto",
 )
 _CLF_KEYS = ("arch", "epochs", "min_steps", "batch_size", "lr", "augment", "device")
 
@@ -102,9 +102,10 @@ def check_config(config: dict) -> dict:
     limit = config["limit"]
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
         raise InputError(f"--limit must be an int >= 2, got {limit!r}; e.g. --limit 10000.")
-    jobs = config["jobs"]
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InputError(f"--jobs must be an int >= 1, got {jobs!r}; 2 uses both cores of a 2-core CPU.")
+    for name, hint in (("jobs", "2 uses both cores of a 2-core CPU"), ("threads", "1 is best on a shared CPU")):
+        v = config[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"--{name} must be an int >= 1, got {v!r}; {hint}.")
     for name in ("epochs", "min_steps"):
         if not isinstance(config[name], int) or config[name] < 0:
             raise InputError(f"--{name.replace('_', '-')} must be an int >= 0, got {config[name]!r}.")
@@ -162,7 +163,8 @@ def prepare_data(config: dict, ds: Dataset) -> CleanData:
                                                    random_state=config["seed"])
             except ValueError:
                 raise InputError(f"data {ds.name!r} has no test split and a class too small to hold out "
-                                 f"{HOLDOUT:.0%} of it for the simulation's test accuracy; label more images.") from None
+                                 f"{HOLDOUT:.0%} of it for the simulation's test accuracy; label more images."
+                                 ) from None
             rows, test_rows = np.sort(rows), np.sort(test_rows)
             X_test, y_test = ds.X[test_rows], ds.y[test_rows]
             notes.append(f"{len(test_rows)} samples ({HOLDOUT:.0%}) held out as the simulation's test set")
@@ -383,8 +385,8 @@ def _evaluate(run: RunDirectory, config: dict, data: CleanData, new: np.ndarray,
     for name in todo:
         say(f"training on the {name} labels ({int(np.sum(wanted[name][0] >= 0))} samples) for test accuracy")
     if workers > 1:
-        accs = Parallel(n_jobs=workers, max_nbytes=None)(delayed(fit_and_score)(config, data.X, wanted[name][0], data.X_test,
-                                                               data.y_test) for name in todo)
+        accs = Parallel(n_jobs=workers, max_nbytes=None)(
+            delayed(fit_and_score)(config, data.X, wanted[name][0], data.X_test, data.y_test) for name in todo)
     else:
         accs = (fit_and_score(config, data.X, wanted[name][0], data.X_test, data.y_test,
                               [FoldProgress(say, prefix=f"{name} labels ")]) for name in todo)
@@ -454,6 +456,12 @@ def run_clean(config: dict, out: str | Path, *, resume: bool = False, say: Calla
     ds = dataset if dataset is not None else load_dataset(config["data"])
     data = prepare_data(config, ds)
     splits = fold_splits(data.y, config["folds"], config["seed"], say)  # a class too small stops here
+    import pseudolabel.models  # noqa: F401  loads torch's OpenMP runtime, so the limit below reaches it
+    from threadpoolctl import threadpool_limits
+
+    # One thread per process by default: OpenMP threads that spin against any other load made a
+    # digits run 4x slower on a busy 2-core machine; --jobs gives parallelism by processes.
+    limits = threadpool_limits(limits=config["threads"])
     store = None
     try:
         if config.get("store") and not resume:
@@ -517,6 +525,7 @@ def run_clean(config: dict, out: str | Path, *, resume: bool = False, say: Calla
         run.set_status("finished", n_flagged=summary["n_flagged"])
         return CleanResult(run, table, labels, summary, store.path, config["run_id"], files, summary["seconds"])
     finally:
+        limits.restore_original_limits()
         if store is not None:
             store.close()
 
