@@ -144,7 +144,7 @@ def demo(out):
     while target.exists():  # never overwrite an earlier demo
         n += 1
         target = out.with_name(f"{out.name}-{n}")
-    config = _recipe_config("default", data="digits", labeled=70, threshold=0.95, max_iter=4, seed=0,
+    config = _recipe_config("default", data="digits", labeled=70, threshold=0.99, max_iter=4, seed=0,
                             epochs=8, min_steps=300)
     result = run_selftrain(config, target)
     base = result.history[0].get("test_accuracy")
