@@ -12,7 +12,6 @@ import pytest
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
-from threadpoolctl import threadpool_limits
 
 from pseudolabel.calibration import (
     apply_temperature, expected_calibration_error, fit_temperature, threshold_for_expected_precision,
@@ -23,12 +22,6 @@ from pseudolabel.selftrain import SelfTraining
 
 CAL_KEYS = {"temperature", "ece_before", "ece_after", "chosen_threshold", "estimated_precision",
             "precision_support", "expected_precision"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,9 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from pseudolabel import out_of_fold_proba
 from pseudolabel.exceptions import InputError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    # On a shared 2-core machine multi-threaded BLAS spins and makes a 0.1 s fit take 10 s.
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 
 from pseudolabel import fix_labels, out_of_fold_proba, rank_label_issues
 from pseudolabel.exceptions import InputError
 from pseudolabel.issues import ISSUE_COLUMNS, METHODS, RECORD_COLUMNS
 
 NOISE_RATE = 0.10
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    # On a shared 2-core machine multi-threaded BLAS spins and makes a 0.1 s fit take 10 s.
-    with threadpool_limits(limits=1):
-        yield
 
 
 def flip_labels(y, rate, seed, n_classes=10):

@@ -17,20 +17,12 @@ from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
-from threadpoolctl import threadpool_limits
 
 from pseudolabel.exceptions import InputError
 from pseudolabel.models import ConvNetClassifier
 from pseudolabel.selftrain import SelfTraining
 
 TIMING = {"seconds"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    # On a shared 2-core machine multi-threaded BLAS spins and makes a 0.1 s fit take 10 s.
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")
