@@ -98,6 +98,20 @@ def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, l
                                   n_jobs=args.n_jobs, callback=on_fold)
         level["phases"][f"out-of-fold ({args.folds} folds, {args.n_jobs} in parallel)"] = time.perf_counter() - t0
     level["oof_accuracy_true"] = float(np.mean(proba.argmax(1) == y))
+    level["passes"] = []
+    level["n_passes"] = args.passes
+    for p in range(2, args.passes + 1):
+        # `pseudolabel clean --passes N`: the folds train again on the labels the pass before fixed,
+        # and the last pass's probabilities are ranked against the given labels.
+        fixed = fix_labels(y_noisy, proba, threshold=config["threshold"], method=DEFAULTS["method"])
+        t0 = time.perf_counter()
+        proba = out_of_fold_proba(build_estimator(config), X, fixed, cv=args.folds, random_state=seed,
+                                  n_jobs=args.n_jobs, callback=on_fold)
+        level["phases"][f"out-of-fold pass {p}"] = time.perf_counter() - t0
+        level["passes"].append({"pass": p, "trained_on_correct": float(np.mean(fixed == y)),
+                                "oof_accuracy_true": float(np.mean(proba.argmax(1) == y))})
+        log(f"  noise {rate:g}: pass {p}: trained on {level['passes'][-1]['trained_on_correct']:.4f} correct "
+            f"labels, out-of-fold accuracy {level['passes'][-1]['oof_accuracy_true']:.4f}")
     if args.save_proba:
         np.savez_compressed(Path(args.out) / f"proba_noise{rate:g}.npz", proba=proba, y_noisy=y_noisy, y=y)
     t0 = time.perf_counter()
@@ -110,27 +124,12 @@ def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, l
         log(f"  noise {rate:g}: {name}: flagged {row['flagged']} precision {row['precision']:.4f} "
             f"recall {row['recall']:.4f} f1 {row['f1']:.4f} correct after relabel {row['correct_relabel']:.4f}")
     level["phases"]["ranking and fixing (all methods)"] = time.perf_counter() - t0
-    level["passes"] = []
-    current = labels_for[DEFAULTS["method"]]["relabel"]
-    for p in range(2, args.passes + 1):
-        # Another out-of-fold pass on the fixed labels: a model trained on cleaner labels makes
-        # fewer of the systematic mistakes that relabeling copies into the data.
-        t0 = time.perf_counter()
-        proba_p = out_of_fold_proba(build_estimator(config), X, current, cv=args.folds, random_state=seed + p,
-                                    n_jobs=args.n_jobs, callback=on_fold)
-        current = fix_labels(current, proba_p, threshold=config["threshold"], method=DEFAULTS["method"])
-        level["phases"][f"out-of-fold pass {p} and fixing"] = time.perf_counter() - t0
-        level["passes"].append({"pass": p, "correct": float(np.mean(current == y)),
-                                "oof_accuracy_true": float(np.mean(proba_p.argmax(1) == y))})
-        log(f"  noise {rate:g}: pass {p}: labels correct {level['passes'][-1]['correct']:.4f}")
 
     level["test"] = {}
     to_train = [("noisy", y_noisy)]
     for m in args.eval_methods.split(","):
         m = DEFAULTS["method"] if m == "default" else m
         to_train += [(f"{m} relabel", labels_for[m]["relabel"]), (f"{m} drop", labels_for[m]["drop"])]
-    if args.passes > 1:
-        to_train.append((f"{DEFAULTS['method']} relabel, {args.passes} passes", current))
     if "true" not in true_cache:
         to_train.append(("true", y))
     t0 = time.perf_counter()
@@ -152,7 +151,8 @@ def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, l
 
 
 def tables(levels: list[dict], config: dict, cmd: str) -> str:
-    recipe = ", ".join(f"{k} {config[k]}" for k in ("arch", "epochs", "batch_size", "lr", "augment"))
+    recipe = ", ".join(f"{k} {config.get(k)}" for k in ("arch", "epochs", "batch_size", "lr", "augment", "ema"))
+    recipe += f"; passes {levels[0].get('n_passes', 1) if levels else 1}"
     out = [f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
            f"CNN per fold and for the test-accuracy models: {recipe}; fix threshold {config['threshold']}; "
            f"the job's default method: {DEFAULTS['method']}.", ""]
@@ -168,8 +168,10 @@ def tables(levels: list[dict], config: dict, cmd: str) -> str:
                        f"| {r['f1']:.4f} | {r['relabeled']} | {r['correct_relabel'] * 100:.2f} % "
                        f"| {r['correct_relabel_all'] * 100:.2f} % | {r['dropped']} | {r['correct_drop'] * 100:.2f} % |")
         for ps in lv.get("passes", []):
-            out.append(f"\nPass {ps['pass']} (out-of-fold again on the fixed labels, accuracy against the true labels "
-                       f"{ps['oof_accuracy_true'] * 100:.2f} %): {ps['correct'] * 100:.2f} % of labels correct after fixing.")
+            out.append(f"\nPass {ps['pass']}: the folds trained again on the labels the pass before fixed "
+                       f"({ps['trained_on_correct'] * 100:.2f} % correct); its out-of-fold accuracy against the true "
+                       f"labels {ps['oof_accuracy_true'] * 100:.2f} %. The rows above rank the given labels with "
+                       "this last pass's probabilities.")
         out += ["", "| trained on | seed | test accuracy | fit (s) |", "|---|---|---|---|"]
         for what, acc in lv["test"].items():
             secs = lv["fit_s"].get(what)
@@ -198,11 +200,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads of this process (n-jobs 1).")
     ap.add_argument("--save-proba", action="store_true", help="Keep the out-of-fold probabilities in --out.")
     ap.add_argument("--load-proba", default=None, help="Reuse probabilities a --save-proba run left in this folder.")
-    ap.add_argument("--passes", type=int, default=1,
+    ap.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (default: the clean job's).")
+    ap.add_argument("--no-ema", action="store_true", help="Predict with the last weights, not an average.")
+    ap.add_argument("--passes", type=int, default=None,
                     help="Out-of-fold passes: each further pass retrains on the fixed labels and fixes again.")
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
+    args.passes = args.passes or DEFAULTS["passes"]
     cmd = "python bench/bench_clean.py " + " ".join(sys.argv[1:])
     if args.threads:
         import torch
@@ -214,8 +219,11 @@ def main() -> None:
     if args.limit:
         X, y = X[: args.limit], y[: args.limit]
     config = dict(DEFAULTS, seed=args.seed)
-    config.update({k: v for k, v in (("epochs", args.epochs), ("arch", args.arch), ("threshold", args.threshold))
-                   if v is not None})
+    config.update({k: v for k, v in (("epochs", args.epochs), ("arch", args.arch), ("threshold", args.threshold),
+                                     ("ema", args.ema)) if v is not None})
+    if args.no_ema:
+        config["ema"] = None
+    config["passes"] = args.passes
     Path(args.out).mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     levels, true_cache = [], {}

@@ -299,6 +299,73 @@ def test_seed_arch_trains(mnist_small):
         ConvNetClassifier(arch="seed", epochs=1).fit(np.zeros((4, 10)), [0, 1, 0, 1])
 
 
+def test_strided_arch_learns_mnist_and_handles_small_and_flat_inputs(mnist_small, digits):
+    X, y, X_test, y_test = mnist_small
+    clf = ConvNetClassifier(arch="strided", epochs=0, min_steps=150, random_state=0).fit(X[:2000], y[:2000])
+    assert clf.score(X_test, y_test) > 0.9
+    convs = [m for m in clf.module_.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2), (2, 2), (1, 1)]  # no pooling layers: strides shrink
+    Xd, yd = digits
+    assert ConvNetClassifier(arch="strided", epochs=1, random_state=0).fit(Xd[:200], yd[:200]).predict(
+        Xd[:5]).shape == (5,)
+    strips = np.random.default_rng(0).normal(size=(60, 7)).astype(np.float32)  # 1 x 7 strips: never strided
+    clf = ConvNetClassifier(arch="strided", epochs=1, random_state=0).fit(strips, np.arange(60) % 3)
+    assert [c.stride for c in clf.module_.modules() if isinstance(c, nn.Conv2d)][0] == (1, 2)
+
+
+def test_auto_arch_is_strided_for_large_images_only(mnist_small, digits):
+    X, y = mnist_small[:2]
+    big = ConvNetClassifier(arch="auto", epochs=0, min_steps=1, random_state=0).fit(X[:100], y[:100])
+    Xd, yd = digits
+    small = ConvNetClassifier(arch="auto", epochs=0, min_steps=1, random_state=0).fit(Xd[:100], yd[:100])
+    assert (big.arch_, small.arch_) == ("strided", "fast")
+    assert any(isinstance(m, nn.MaxPool2d) for m in small.module_.modules())
+    assert not any(isinstance(m, nn.MaxPool2d) for m in big.module_.modules())
+
+
+def test_ema_predicts_with_the_averaged_weights(split):
+    X, y, X_test, y_test = split
+    clf = ConvNetClassifier(epochs=2, ema=0.99, random_state=0).fit(X, y)
+    assert clf.ema_steps_ == 10  # one update per step: 2 epochs of ceil(600 / 128) steps
+    live = dict(clf.module_.named_parameters())
+    avg = dict(clf.ema_module_.named_parameters())
+    assert set(live) == set(avg)
+    assert any(not torch.equal(live[k], avg[k]) for k in live)  # an average, not a copy
+    assert all(not p.requires_grad for p in avg.values())
+    # predictions come from the average: swapping it for the live weights changes the logits
+    with_ema = clf.predict_proba(X_test)
+    clf.ema_module_.load_state_dict(clf.module_.state_dict())
+    assert not np.allclose(with_ema, clf.predict_proba(X_test))
+    # ema=0 keeps the average equal to the last weights
+    zero = ConvNetClassifier(epochs=1, ema=0.0, random_state=0).fit(X, y)
+    assert all(torch.equal(a, b) for a, b in zip(zero.module_.state_dict().values(),
+                                                  zero.ema_module_.state_dict().values()))
+    # the average survives pickling and warm-started fits continue it
+    again = pickle.loads(pickle.dumps(clf))
+    assert np.allclose(again.predict_proba(X_test), clf.predict_proba(X_test))
+    warm = ConvNetClassifier(epochs=1, ema=0.99, warm_start=True, random_state=0).fit(X, y)
+    steps = warm.ema_steps_
+    warm.fit(X, y)
+    assert warm.ema_steps_ == 2 * steps
+
+
+def test_ema_update_is_a_moving_average_with_warm_up(split):
+    X, y = split[:2]
+    clf = ConvNetClassifier(epochs=0, min_steps=1, ema=0.9, random_state=0).fit(X, y)
+    with torch.no_grad():
+        for p in clf.ema_module_.parameters():
+            p.zero_()
+        for p in clf.module_.parameters():
+            p.fill_(1.0)
+    clf.ema_steps_ = 0  # first step: decay (1 + 0) / (10 + 0) = 0.1, so the average moves 90 % of the way
+    clf._update_ema(clf._ema_pairs())
+    assert all(torch.allclose(p, torch.full_like(p, 0.9)) for p in clf.ema_module_.parameters())
+    clf.ema_steps_ = 1000  # late: the decay is ema itself, 0.9
+    clf._update_ema(clf._ema_pairs())
+    assert all(torch.allclose(p, torch.full_like(p, 0.91)) for p in clf.ema_module_.parameters())
+    assert clf.ema_steps_ == 1001
+
+
 # -- bad input -----------------------------------------------------------------------------------
 
 def one_line(exc_info) -> str:
@@ -334,8 +401,11 @@ def test_wrong_image_shape_at_predict(fitted):
     (dict(epochs=2.5), "The 'epochs' parameter of ConvNetClassifier must be an int >= 0. Got 2.5 instead."),
     (dict(batch_size=0), "The 'batch_size' parameter of ConvNetClassifier must be an int >= 1. Got 0 instead."),
     (dict(lr=0), "The 'lr' parameter of ConvNetClassifier must be a float > 0. Got 0 instead."),
-    (dict(arch="huge"), "The 'arch' parameter of ConvNetClassifier must be one of ('fast', 'wide', 'seed'). "
-                        "Got 'huge' instead."),
+    (dict(arch="huge"), "The 'arch' parameter of ConvNetClassifier must be one of ('auto', 'strided', 'fast', "
+                        "'wide', 'seed'). Got 'huge' instead."),
+    (dict(ema=1.0), "The 'ema' parameter of ConvNetClassifier must be None or a float in [0, 1). Got 1.0 instead."),
+    (dict(ema="yes"), "The 'ema' parameter of ConvNetClassifier must be None or a float in [0, 1). "
+                      "Got 'yes' instead."),
     (dict(optimizer="rmsprop"), "The 'optimizer' parameter of ConvNetClassifier must be one of 'adamw', "
                                 "'adam', 'sgd'. Got 'rmsprop' instead."),
     (dict(augment="mixup"), "The 'augment' parameter of ConvNetClassifier must be 'affine' or None. "

@@ -108,6 +108,34 @@ def test_resume_after_deleting_the_last_fold_checkpoint(sim, tmp_path):
     assert first.stdout.strip().splitlines()[-2] == result.stdout.strip().splitlines()[-2]
 
 
+def test_second_pass_trains_on_the_fixed_labels_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    args = ["--data", "digits", "--noise", "0.3", "--folds", "3", *FAST, "--seed", "0"]
+    result = _invoke(*args, "--passes", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"pass 2/2: training the folds again on the labels pass 1 fixed \(\d+ changed\)", result.stderr)
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    folds = [r for r in history if r["record"] == "fold"]
+    assert [(r["pass"], r["fold"]) for r in folds] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    # Trained on labels that are mostly right again, the folds predict the truth better.
+    first = np.mean([r["accuracy_true"] for r in folds[:3]])
+    second = np.mean([r["accuracy_true"] for r in folds[3:]])
+    assert second > first
+    one = _invoke(*args, "--out", tmp_path / "one")
+    assert one.exit_code == 0, one.output
+    correct = {name: json.loads((tmp_path / name / "history.jsonl").read_text().splitlines()[-1])[
+        "labels_correct_after"] for name in ("run", "one")}
+    assert correct["run"] >= correct["one"] - 0.01
+    # A run killed in its second pass redoes only the missing fold of that pass.
+    (out / "pass2-fold-1.joblib").unlink()
+    again = _invoke("--data", "digits", "--out", out, "--resume")
+    assert again.exit_code == 0, again.output
+    assert "pass 2 fold 2/3: training on" in again.stderr
+    assert "fold 1/3: loaded from fold-0.joblib" in again.stderr
+    assert "pass 2 fold 1/3: loaded from pass2-fold-0.joblib" in again.stderr
+    assert again.stdout.strip().splitlines()[-2] == result.stdout.strip().splitlines()[-2]
+
+
 @pytest.fixture
 def image_folder(tmp_path, digits):
     """Digits 0, 1 and 6 as PNGs in PATH/<class>/, with 3 images filed under the wrong class
