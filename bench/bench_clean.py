@@ -151,10 +151,12 @@ def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, l
 
 
 def tables(levels: list[dict], config: dict, cmd: str) -> str:
-    recipe = ", ".join(f"{k} {config.get(k)}" for k in ("arch", "epochs", "batch_size", "lr", "augment", "ema"))
+    recipe = ", ".join(f"{k} {config.get(k)}" for k in ("arch", "epochs", "eval_epochs", "batch_size", "lr",
+                                                         "augment", "ema"))
     recipe += f"; passes {levels[0].get('n_passes', 1) if levels else 1}"
     out = [f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
-           f"CNN per fold and for the test-accuracy models: {recipe}; fix threshold {config['threshold']}; "
+           f"CNN per fold ({config.get('folds')} folds) and for the test-accuracy models (eval_epochs): {recipe}; "
+           f"fix threshold {config['threshold']}; "
            f"the job's default method: {DEFAULTS['method']}.", ""]
     for lv in levels:
         out += [f"**{lv['noise']:.0%} symmetric noise** ({lv['n_noisy']} of {lv['n']} labels wrong; seed {lv['seed']}; "
@@ -186,7 +188,7 @@ def tables(levels: list[dict], config: dict, cmd: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--noise", default="0.1,0.4", help="Comma-separated noise rates.")
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--folds", type=int, default=None, help="Folds (default: the clean job's).")
     ap.add_argument("--epochs", type=int, default=None, help="Epochs per fit (default: the clean job's).")
     ap.add_argument("--arch", default=None)
     ap.add_argument("--threshold", type=float, default=None, help="Fix threshold (default: the clean job's).")
@@ -208,6 +210,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
     args.passes = args.passes or DEFAULTS["passes"]
+    args.folds = args.folds or DEFAULTS["folds"]
     cmd = "python bench/bench_clean.py " + " ".join(sys.argv[1:])
     if args.threads:
         import torch
@@ -224,6 +227,7 @@ def main() -> None:
     if args.no_ema:
         config["ema"] = None
     config["passes"] = args.passes
+    config["folds"] = args.folds
     Path(args.out).mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     levels, true_cache = [], {}

@@ -1,11 +1,14 @@
 """Try self-training recipes on MNIST against a development split carved from the training set.
 
-    python bench/explore_recipes.py --name NAME --labeled 1000 --seed 0 --config '{"arch": "strided"}'
+    python bench/explore_recipes.py --name NAME --labeled 1000 --seed 0 --config '{"epochs": 3}'
 
 The pool is x_train[:50000] (labels hidden except ``--labeled`` of them); the last 10,000 training
 images are the development set every round is scored on. The test set is never read, so recipes
 chosen with this script are not tuned on test labels. Prints one JSON line per run (dev accuracy
-per round, seconds per round); ``--out DIR`` also writes it to DIR/NAME.json.
+per round, seconds per round); ``--out DIR`` also writes it to DIR/NAME.json. The config overrides
+keys of the default recipe (jobs.selftrain.DEFAULTS; in the first exploration that recipe was
+arch strided, one epoch a round, 5 rounds); with ``--labeled`` 50000 or more it is a supervised fit
+of the (final) network on the whole pool.
 """
 from __future__ import annotations
 
@@ -15,42 +18,33 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pseudolabel.datasets import load_mnist  # noqa: E402
-from pseudolabel.jobs.selftrain import hide_labels  # noqa: E402
-from pseudolabel.models import ConvNetClassifier  # noqa: E402
-from pseudolabel.selftrain import SelfTraining  # noqa: E402
-
-CLF_KEYS = ("arch", "epochs", "min_steps", "batch_size", "lr", "augment", "warm_start", "optimizer",
-            "weight_decay", "channels_last", "ema", "device")
-ST_KEYS = ("threshold", "max_iter", "relabel", "class_quota", "given_share")
-BASE = dict(arch="strided", epochs=1, min_steps=600, batch_size=128, lr=3e-3, augment="affine",
-            warm_start=True, threshold=0.99, max_iter=5, relabel=True, given_share=0.5)
+from pseudolabel.jobs.selftrain import DEFAULTS, build_selftraining, hide_labels  # noqa: E402
 
 
 def run(name: str, labeled: int, seed: int, config: dict, data: str | None) -> dict:
-    cfg = {**BASE, **config}
+    cfg = {**DEFAULTS, **config}
     ds = load_mnist(data)
     x, y = ds.X, ds.y
     pool_x, pool_y, dev_x, dev_y = x[:50000], y[:50000], x[50000:], y[50000:]
-    clf = ConvNetClassifier(random_state=seed, **{k: cfg[k] for k in CLF_KEYS if k in cfg})
+    st = build_selftraining({**cfg, "seed": seed})
+    st.verbose = 1
     t0 = time.perf_counter()
-    if labeled >= len(pool_y):
+    if labeled >= len(pool_y):  # supervised: the (final) network on the whole pool
+        clf = st.estimator.set_params(epochs=cfg.get("final_epochs") or cfg["epochs"],
+                                      arch=cfg.get("final_arch") or cfg["arch"], warm_start=False)
         clf.fit(pool_x, pool_y)
         hist = [{"round": 0, "dev": float(clf.score(dev_x, dev_y)), "seconds": time.perf_counter() - t0}]
     else:
-        y_part = hide_labels(pool_y, labeled, seed)
-        st = SelfTraining(clf, verbose=1, **{k: cfg[k] for k in ST_KEYS if k in cfg})
-        st.fit(pool_x, y_part, eval_set=(dev_x, dev_y), y_true=pool_y)
+        st.fit(pool_x, hide_labels(pool_y, labeled, seed), eval_set=(dev_x, dev_y), y_true=pool_y)
         hist = [{"round": h["round"], "dev": h["test_accuracy"], "seconds": h["seconds"],
-                 "n_labeled": h["n_labeled"], "added_acc": h.get("added_accuracy")} for h in st.history_]
-    out = {"name": name, "labeled": labeled, "seed": seed, "config": cfg, "rounds": hist,
-           "total_s": time.perf_counter() - t0, "final_dev": hist[-1]["dev"]}
-    return out
+                 "n_labeled": h["n_labeled"], "added_acc": h.get("added_accuracy"), "final": h.get("final", False)}
+                for h in st.history_]
+    return {"name": name, "labeled": labeled, "seed": seed, "config": cfg, "rounds": hist,
+            "total_s": time.perf_counter() - t0, "final_dev": hist[-1]["dev"]}
 
 
 def main() -> None:

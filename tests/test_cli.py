@@ -104,6 +104,27 @@ def test_selftrain_writes_the_run_directory(reference):
     assert float(lines[-1].split(": ")[1]) == pytest.approx(history[-1]["test_accuracy"], abs=5e-5)
 
 
+def test_frontier_recipe_ends_with_a_student_model(tmp_path):
+    out = tmp_path / "frontier"
+    result = CliRunner().invoke(main, ["selftrain", "--data", "digits", "--labeled", "100", "--recipe", "frontier",
+                                       "--max-iter", "1", "--epochs", "2", "--min-steps", "30", "--threshold", "0.5",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"] == "frontier" and config["final_epochs"] > 0
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in history] == [0, 1, 2]
+    assert history[-1]["final"] is True and "final" not in history[1]
+    import joblib
+
+    from pseudolabel.datasets import load_digits
+
+    model = joblib.load(out / "model.joblib")  # the student, not the last round's model
+    assert model.epochs == config["final_epochs"] and model.arch == config["final_arch"] and not model.warm_start
+    ds = load_digits()
+    assert float(np.mean(model.predict(ds.X_test) == ds.y_test)) == pytest.approx(history[-1]["test_accuracy"])
+
+
 def test_progress_names_round_and_epoch(reference):
     _, result = reference
     # SelfTraining clones the CNN and its callbacks: the job must still advance the round they print

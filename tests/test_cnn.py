@@ -218,7 +218,7 @@ def test_chunked_inference_equals_unchunked(fitted, split):
         chunked = fitted.set_params(inference_batch_size=7).predict_proba(X_test)  # 43 chunks, the last of 6
         whole = fitted.set_params(inference_batch_size=4096).predict_proba(X_test)
     finally:
-        fitted.set_params(inference_batch_size=2048)
+        fitted.set_params(inference_batch_size=256)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
     assert chunked.shape == (300, 10)
 

@@ -473,3 +473,41 @@ def test_given_share_repeats_the_given_rows(flat, share):
         assert given_rows / size >= share
         assert given_rows == n_given or (given_rows - n_given) / (size - n_given) < share  # no more copies than needed
     check_invariants(st, yp, thresholds=lambda r: 0.8)
+
+
+# -- a student fitted on the final labels --------------------------------------------------------
+
+def test_final_estimator_is_fitted_on_the_last_rounds_labels(flat):
+    X, X_test, y, y_test = flat
+    yp = hide(y, 0.05, 0)
+    st = SelfTraining(lr(C=0.01), threshold=0.9, max_iter=3, final_estimator=lr(C=10.0), relabel=True)
+    st.fit(X, yp, eval_set=(X_test, y_test))
+    assert st.final_fitted_ and st.teacher_ is not st.estimator_
+    assert st.estimator_.C == 10.0 and st.teacher_.C == 0.01
+    final = st.history_[-1]
+    assert final["final"] is True and final["round"] == st.n_iter_ + 1 and final["n_added"] == 0
+    assert all("final" not in r for r in st.history_[:-1])
+    # the student is exactly a fresh fit on the labels the rounds left (given_share None: no repeats)
+    rows = st.transduction_ != -1
+    alone = clone(lr(C=10.0)).fit(X[rows], st.transduction_[rows])
+    np.testing.assert_allclose(st.predict_proba(X_test), alone.predict_proba(X_test))
+    assert final["test_accuracy"] == pytest.approx(alone.score(X_test, y_test))
+    # a weak teacher's labels, a stronger student: the student scores better than its teacher
+    assert final["test_accuracy"] > st.history_[-2]["test_accuracy"]
+
+
+def test_final_estimator_resumes_and_is_checked_first(flat):
+    X, X_test, y, y_test = flat
+    yp = hide(y, 0.05, 0)
+
+    def make(callback=None):
+        return SelfTraining(lr(C=0.01), threshold=0.9, max_iter=2, final_estimator=lr(), callback=callback)
+
+    full = make().fit(X, yp, eval_set=(X_test, y_test))
+    assert full.history_[-1]["final"]
+    # killed while the student trains: its record is the one after the last round's
+    resumed = interrupted_then_resumed(make, X, yp, full.n_iter_, eval_set=(X_test, y_test))
+    same_history(full.history_, resumed.history_)
+    np.testing.assert_array_equal(full.predict_proba(X_test), resumed.predict_proba(X_test))
+    raises_one_line(lambda: SelfTraining(lr(), final_estimator=LinearSVC()).fit(X, yp),
+                    r"The final_estimator LinearSVC has no predict_proba")

@@ -79,7 +79,8 @@ def _selftrain_options(fn):
         click.option("--recipe", type=click.Choice(["default", "frontier", "seed"]), default="default",
                      show_default=True,
                      help="default: warm-started, augmented, relabeling (about 5 minutes on MNIST, 2 cores); "
-                          "frontier: the same with 3 epochs a round and 7 rounds (about 13 minutes); "
+                          "frontier: the same, then a larger student model trained on its labels (about 11 "
+                          "minutes); "
                           "seed: the case study's protocol."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--relabel/--no-relabel", default=None, help="Relabel the whole pool each round."),
@@ -166,7 +167,7 @@ def demo(out):
               help="Simulation: corrupt this share of the labels first and measure how well they are found.")
 @click.option("--noise-kind", type=click.Choice(["symmetric", "pairs"]), default="symmetric", show_default=True,
               help="symmetric: a uniformly drawn other class; pairs: class c becomes c+1.")
-@click.option("--folds", type=int, default=5, show_default=True, help="Cross-validation folds.")
+@click.option("--folds", type=int, default=None, help="Cross-validation folds (default: the recipe's, 4).")
 @click.option("--passes", type=int, default=None,
               help="Out-of-fold passes: each further one trains the folds again on the labels the pass "
                    "before fixed (default: the recipe's).")

@@ -91,6 +91,14 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         class (rounded; one per class always stays for training) is held out, the same rows in every
         round, chosen with a fixed seed. They are never fit on; they keep their label in
         ``transduction_`` (``labeled_iter_`` 0) and are listed in ``held_out_``.
+    final_estimator : classifier, optional
+        A "student" fitted once more, from scratch, on the labels of the last round (given and
+        pseudo, ``given_share`` applied) after the loop stops; it then makes the predictions
+        (``estimator_``) and the round's model stays in ``teacher_``. The rounds can use a small
+        model that trains fast and labels well enough, and the student a larger one trained
+        longer: with 1000 MNIST labels the rounds' labels were 99.8 % right while the small
+        model scored about 98 %, so the model, not the labels, was what held accuracy back.
+        Its record in ``history_`` has ``final: True`` and the round after the last.
     callback : callable, optional
         ``callback(self, record)`` after every round (round 0 included), e.g. to checkpoint.
     verbose : int, default=0
@@ -141,6 +149,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         calibration: str | None = None,
         target_precision: float | None = None,
         validation_fraction: float = 0.2,
+        final_estimator=None,
         callback: Callable | None = None,
         verbose: int = 0,
     ):
@@ -156,6 +165,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.calibration = calibration
         self.target_precision = target_precision
         self.validation_fraction = validation_fraction
+        self.final_estimator = final_estimator
         self.callback = callback
         self.verbose = verbose
 
@@ -260,18 +270,19 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         correct = est_classes[proba.argmax(axis=1)] == truth
         return temperature, proba.max(axis=1), correct, rec
 
-    def _make_estimator(self):
-        if self.estimator is None:
+    def _make_estimator(self, estimator=None, name: str = "estimator"):
+        estimator = self.estimator if estimator is None and name == "estimator" else estimator
+        if estimator is None:
             from pseudolabel.models import ConvNetClassifier
 
             return ConvNetClassifier()
-        if not hasattr(self.estimator, "predict_proba"):
+        if not hasattr(estimator, "predict_proba"):
             raise InputError(
-                f"The estimator {type(self.estimator).__name__} has no predict_proba, which self-training needs "
+                f"The {name} {type(estimator).__name__} has no predict_proba, which self-training needs "
                 "to score its predictions; use a probabilistic classifier (e.g. LogisticRegression, or wrap it in "
                 "CalibratedClassifierCV)."
             )
-        return clone(self.estimator)
+        return clone(estimator)
 
     # -- fit ----------------------------------------------------------------------------------
     def fit(self, X, y, *, eval_set=None, y_true=None, resume=None):
@@ -288,6 +299,8 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             A state from :meth:`get_state` (saved after a finished round) to continue from.
         """
         self._check_params()
+        if self.final_estimator is not None:
+            self._make_estimator(self.final_estimator, "final_estimator")  # fails before any training
         if y is None:
             raise InputError("SelfTraining requires y to be passed, but the target y is None; "
                              "pass one label per sample with -1 for unlabeled samples.")
@@ -327,6 +340,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self.history_ = []
             self.n_iter_ = 0
             self.termination_condition_ = None
+            self.final_fitted_ = False
             t0 = time.perf_counter()
             self._fit_estimator(X)
             self._record(0, None, 0, t0, pool_pred=None,
@@ -396,6 +410,13 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self._record(round_, threshold, n_added, t0, pool_pred=(pool, pred, take), calibration=cal_rec)
         if self.verbose:
             print(f"stopped after round {self.n_iter_}: {self.termination_condition_}", flush=True)
+        if self.final_estimator is not None and not getattr(self, "final_fitted_", False):
+            t0 = time.perf_counter()
+            self.teacher_ = self.estimator_
+            self.estimator_ = self._make_estimator(self.final_estimator, "final_estimator")
+            self._fit_estimator(X)
+            self.final_fitted_ = True
+            self._record(self.n_iter_ + 1, None, 0, t0, pool_pred=None, final=True)
         return self
 
     def _fit_estimator(self, X) -> None:
@@ -418,7 +439,8 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             kwargs["sample_weight"] = w
         self.estimator_.fit(_safe_indexing(X, rows), self.transduction_[rows], **kwargs)
 
-    def _record(self, round_: int, threshold, n_added: int, t0: float, pool_pred, calibration=None) -> None:
+    def _record(self, round_: int, threshold, n_added: int, t0: float, pool_pred, calibration=None,
+                final: bool = False) -> None:
         rec = {
             "round": round_,
             "threshold": threshold,
@@ -426,6 +448,8 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "n_pseudo": int(np.sum(self.labeled_iter_ > 0)),
             "n_added": n_added,
         }
+        if final:
+            rec["final"] = True
         if calibration is not None:
             rec.update(calibration)
         yt = self._y_true
@@ -458,7 +482,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "estimator_")
         state = {k: getattr(self, k) for k in (
             "estimator_", "transduction_", "labeled_iter_", "label_confidence_", "history_", "n_iter_",
-            "termination_condition_")}
+            "termination_condition_", "final_fitted_") if hasattr(self, k)}
         state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
         state["history_"] = [dict(r) for r in self.history_]
         return state

@@ -43,10 +43,12 @@ SEED_PROTOCOL = dict(
     channels_last=False, given_share=None, ema=None, device="auto",
 )
 
-# The default recipe with the time a 15-minute budget allows on a 2-core CPU: three epochs a round
-# (two epochs beat one by 0.3-0.5 points on the development split) and 7 rounds (accuracy still rose
-# at round 5 there), at least 1000 steps for the supervised round 0.
-FRONTIER = {**DEFAULTS, "epochs": 3, "max_iter": 7, "min_steps": 1000}
+# The default recipe's rounds, then a student: the pooled network ("fast", more accurate than the
+# strided one and twice as slow) trained from scratch for 6 epochs on the last round's labels. With
+# 1000 labels the rounds' pseudo-labels were 99.8 % right while the strided model scored about 98 %
+# on the development split: the model, not the labels, held accuracy back. About 11 minutes on
+# MNIST on a 2-core CPU.
+FRONTIER = {**DEFAULTS, "final_epochs": 6, "final_arch": "fast"}
 # Recipes by name (`pseudolabel selftrain --recipe NAME`).
 RECIPES = {"default": DEFAULTS, "seed": SEED_PROTOCOL, "frontier": FRONTIER}
 
@@ -101,13 +103,17 @@ def build_selftraining(config: dict, progress: EpochProgress | None = None):
 
     clf_keys = ("arch", "epochs", "min_steps", "batch_size", "lr", "augment", "warm_start", "device",
                 "optimizer", "weight_decay", "channels_last", "ema")
-    clf = ConvNetClassifier(
-        random_state=config["seed"], callbacks=[progress] if progress else None,
-        **{k: config[k] for k in clf_keys if k in config},
-    )
+    kw = {k: config[k] for k in clf_keys if k in config}
+    clf = ConvNetClassifier(random_state=config["seed"], callbacks=[progress] if progress else None, **kw)
+    final = None
+    if config.get("final_epochs"):  # a student trained from scratch on the last round's labels
+        final = ConvNetClassifier(
+            random_state=config["seed"] + 1, callbacks=[progress] if progress else None,
+            **{**kw, "arch": config.get("final_arch") or kw.get("arch", "auto"), "epochs": config["final_epochs"],
+               "min_steps": 0, "warm_start": False})
     return SelfTraining(
         clf, threshold=config["threshold"], max_iter=config["max_iter"], relabel=config["relabel"],
-        class_quota=config.get("class_quota"), given_share=config.get("given_share"),
+        class_quota=config.get("class_quota"), given_share=config.get("given_share"), final_estimator=final,
     )
 
 
