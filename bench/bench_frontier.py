@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -209,6 +210,11 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def mnist():
+    shared = ROOT.parent / "shared" / "data"  # the project's copy, when PSEUDOLABEL_DATA is not set
+    return load_mnist(shared if "PSEUDOLABEL_DATA" not in os.environ and shared.is_dir() else None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=["speed", "accuracy"], required=True)
@@ -225,7 +231,7 @@ def main() -> None:
         if args.from_json:
             res = json.loads(file.read_text())
         else:
-            ds = load_mnist()
+            ds = mnist()
             res = {"command": cmd, **speed(ds.X[:10000], ds.y[:10000])}
             file.write_text(json.dumps(res, indent=1))
         section = "## CNN speed on this CPU\n\n" + speed_table(res, res["command"])
@@ -234,7 +240,7 @@ def main() -> None:
             write_docs(section, "bench_frontier_speed")
         return
     if not args.from_json:
-        ds = load_mnist()
+        ds = mnist()
         for labeled in [int(v) for v in args.labeled.split(",")]:
             for seed in [int(v) for v in args.seeds.split(",")]:
                 res = {"command": cmd, **run_accuracy(labeled, seed, ds, args.recipe)}

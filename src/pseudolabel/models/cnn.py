@@ -559,6 +559,7 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
+        state.setdefault("ema", None)  # models pickled before the parameter existed
         self.__dict__.update(state)
         if "module_" in state:
             self.device_ = resolve_device(self.device)
