@@ -247,7 +247,8 @@ def main() -> None:
                 (RESULTS / f"frontier-L{labeled}-s{seed}.json").write_text(json.dumps(res, indent=1))
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("frontier-L*-s*.json"))]
     cmds = sorted({r["command"] for r in runs})
-    section = "## Accuracy frontier: MNIST test accuracy by number of labels\n\n" + accuracy_table(runs, "; ".join(cmds))
+    section = ("## Accuracy frontier: MNIST test accuracy by number of labels\n\n"
+               + accuracy_table(runs, "; ".join(cmds)))
     print(section)
     if args.write_docs:
         plot_curves(runs, ROOT / "docs" / "img" / "frontier-curves.png")

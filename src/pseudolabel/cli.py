@@ -79,9 +79,8 @@ def _selftrain_options(fn):
         click.option("--recipe", type=click.Choice(["default", "frontier", "seed"]), default="default",
                      show_default=True,
                      help="default: warm-started, augmented, relabeling (about 5 minutes on MNIST, 2 cores); "
-                          "frontier: the same, then a larger student model trained on its labels (about 11 "
-                          "minutes); "
-                          "seed: the case study's protocol."),
+                          "frontier: the same, then a larger student model trained on its labels (about 10 "
+                          "minutes); seed: the case study's protocol."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--relabel/--no-relabel", default=None, help="Relabel the whole pool each round."),
     ]
@@ -193,8 +192,8 @@ def demo(out):
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Label store to record into (default: OUT/labels.db).")
 @friendly_errors
-def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epochs, min_steps, seed, limit, jobs, threads,
-          device, out, resume, store):
+def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epochs, min_steps, seed, limit, jobs,
+          threads, device, out, resume, store):
     """Find labels that are probably wrong (out-of-fold predictions), and fix or flag them.
 
     Writes issues.csv (most suspicious first), grid.png (the top 25), labels.csv (given and new
@@ -212,9 +211,8 @@ def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epo
     from pseudolabel.jobs.clean import report_lines, run_clean
 
     config = dict(data=data, noise=noise, noise_kind=noise_kind, folds=folds, passes=passes, method=method,
-                  threshold=threshold,
-                  policy=policy, epochs=epochs, min_steps=min_steps, seed=seed, limit=limit, jobs=jobs,
-                  threads=threads, device=device)
+                  threshold=threshold, policy=policy, epochs=epochs, min_steps=min_steps, seed=seed, limit=limit,
+                  jobs=jobs, threads=threads, device=device)
     if store is not None:
         config["store"] = str(store)
     result = run_clean({k: v for k, v in config.items() if v is not None}, out, resume=resume)
@@ -440,7 +438,8 @@ def export(db, fmt, out, split, include_unlabeled, force):
 @click.option("--seeds", type=int, default=1, show_default=True, help="Seeds 0..N-1 for every cell.")
 @click.option("--max-iter", type=int, default=None, help="Rounds per run (default: the recipe's).")
 @click.option("--epochs", type=int, default=None, help="Epochs per round (default: the recipe's).")
-@click.option("--arch", type=click.Choice(["auto", "strided", "fast", "wide", "seed"]), default=None, help="Built-in network.")
+@click.option("--arch", type=click.Choice(["auto", "strided", "fast", "wide", "seed"]), default=None,
+              help="Built-in network.")
 @click.option("--recipe", type=click.Choice(["default", "frontier", "seed"]), default="default", show_default=True,
               help="default: warm-started, augmented, relabeling; seed: the case study's protocol.")
 @click.option("--modes", default=None,

@@ -37,10 +37,11 @@ HOLDOUT = 0.2
 # The default recipe (see docs/benchmarks.md, bench_clean): the pooled batch-norm CNN ("fast"), three
 # epochs per fold, no augmentation, predictions from an average of its weights (EMA); 4 folds, so
 # two workers on a 2-core CPU finish in two even waves (5 folds leave a core idle for a third of the
-# pass). The simulation's test-accuracy models train for eval_epochs (2) to keep a 60k run in 10 minutes. Chosen on one fold of
-# noisy MNIST training images scored against their true labels (bench/explore_clean.py; the test set
-# is not read): in a short training run augmentation costs more accuracy than the memorized noise
-# it prevents (98.63 % without it against 98.11 % with it, the strided network 98.35 %).
+# pass). The simulation's test-accuracy models train for eval_epochs (2), so a 60k run stays in 10
+# minutes. Chosen on one fold of noisy MNIST training images scored against their true labels
+# (bench/explore_clean.py; the test set is not read): in a short training run augmentation costs
+# more accuracy than the memorized noise it prevents (98.63 % without it against 98.11 % with it,
+# the strided network 98.35 %).
 # min_steps gives small data sets (digits) enough updates.
 DEFAULTS = dict(
     folds=4, passes=1, method="self_confidence", threshold=0.0, policy="relabel", noise=None,

@@ -23,9 +23,9 @@ from pseudolabel.selection import check_schedule
 
 STORE_FILE = "labels.db"
 
-# The default recipe: a strided batch-norm CNN (arch "auto": the pooled one for images under 16x16) with batch augmentation whose predictions come from
-# an exponential moving average of its weights, warm-started from round to round (two epochs, at
-# least 600 optimizer steps each), every round relabels the whole pool so early mistakes are not
+# The default recipe: a strided batch-norm CNN (arch "auto": the pooled one for images under 16x16)
+# with batch augmentation whose predictions come from an exponential moving average of its weights,
+# warm-started from round to round (two epochs, at least 600 optimizer steps each), every round relabels the whole pool so early mistakes are not
 # frozen in, and the given labels stay half of the training rows so easy pseudo-labels do not drown
 # them. Chosen on a development split of the training set (bench/explore_recipes.py; the choices and
 # what they bought are in docs/benchmarks.md), never on test labels.
@@ -47,8 +47,8 @@ SEED_PROTOCOL = dict(
 # The default recipe's rounds, then a student: the pooled network ("fast", more accurate than the
 # strided one and twice as slow) trained from scratch for 6 epochs on the last round's labels. With
 # 1000 labels the rounds' pseudo-labels were 99.8 % right while the strided model scored about 98 %
-# on the development split: the model, not the labels, held accuracy back. About 11 minutes on
-# MNIST on a 2-core CPU.
+# on the development split: the model, not the labels, held accuracy back. About 10 minutes on
+# MNIST on a 2-core CPU (bench/bench_frontier.py: 574 s with 1000 labels).
 FRONTIER = {**DEFAULTS, "final_epochs": 6, "final_arch": "fast"}
 # Recipes by name (`pseudolabel selftrain --recipe NAME`).
 RECIPES = {"default": DEFAULTS, "seed": SEED_PROTOCOL, "frontier": FRONTIER}

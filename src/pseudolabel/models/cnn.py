@@ -138,10 +138,11 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         returning one. It takes (N, C, H, W) float tensors and returns logits. Overrides ``arch``.
     arch : {"auto", "strided", "fast", "wide", "seed"}, default="fast"
         Built-in network. "auto": "strided" for images of at least 16x16 pixels, else "fast"
-        (the one used is in ``arch_``). "strided": three strided conv-BN-ReLU layers (5x5/2, 3x3/2, 3x3) and
-        global average pooling, the fastest (4x the seed CNN's training and 7x its inference
-        samples/s on a 2-core CPU), but slower to learn from a few hundred images;
-        "fast": conv-BN-ReLU blocks with max-pooling and global average pooling; "wide": the same with twice the channels; "seed": the case study's CNN
+        (the one used is in ``arch_``). "strided": three strided conv-BN-ReLU layers (5x5/2,
+        3x3/2, 3x3) and global average pooling, the fastest (3.3x the seed CNN's training and
+        4.2x its inference samples/s on a 2-core CPU, docs/benchmarks.md), but slower to learn
+        from a few hundred images. "fast": conv-BN-ReLU blocks with max-pooling and global
+        average pooling; "wide": the same with twice the channels; "seed": the case study's CNN
         (conv 32, conv 64, max-pool, dense 128, dropout), for baselines.
     epochs : int, default=10
         Passes over the training data per ``fit``.
@@ -162,7 +163,7 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         "auto" uses a GPU when one exists, else the CPU.
     inference_batch_size : int, default=256
         Chunk size for predict/predict_proba. Small chunks stay in the CPU's caches: on a 2-core
-        EPYC, batches of 256 ran 1.8-2.5x faster than batches of 2048 (bench/bench_frontier.py).
+        CPU, batches of 256 ran faster than batches of 2048 for every built-in network.
     ema : float in [0, 1) or None, default=None
         Keep an exponential moving average of the weights (a "mean teacher") with this decay per
         step, e.g. 0.999, and predict with it. The average of the last few hundred steps is

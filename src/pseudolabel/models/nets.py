@@ -47,8 +47,9 @@ class StridedCNN(nn.Module):
     """Strided conv-BN-ReLU layers (no pooling layers), global average pooling, one linear layer.
 
     The first layer (5x5, stride 2) halves the image at once, so every later layer works on a
-    quarter of the pixels: on 28x28 digits it does about a third of the seed CNN's multiply-adds
-    (4.7 M against 12 M) and runs 4x faster to train and 7x faster to predict on a 2-core CPU.
+    quarter of the pixels: on 28x28 digits it does about 40 % of the seed CNN's multiply-adds
+    (4.7 M against 12 M) and trains 3.3x and predicts 4.2x as fast on a 2-core CPU
+    (docs/benchmarks.md).
     A side of 1 pixel (flat feature strips) is never strided.
     """
 
