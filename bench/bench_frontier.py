@@ -30,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_selftrain import machine, write_docs  # noqa: E402
+from bench_selftrain import machine, measure, write_docs  # noqa: E402
 from pseudolabel.datasets import load_mnist  # noqa: E402
 from pseudolabel.jobs.selftrain import DEFAULTS, FULL_LABELS, RECIPES, build_selftraining, hide_labels  # noqa: E402
-from pseudolabel.models import ConvNetClassifier  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGETS = {100: 0.992, 1000: 0.994, 60000: 0.995}
@@ -85,17 +84,8 @@ def speed(X, y, repeats: int = 3) -> dict:
     }
     out = {"peak_gflops": matmul_peak(), "nets": {}}
     for name, kw in nets.items():
-        kw = dict(kw, inference_batch_size=256, random_state=0)
-        ConvNetClassifier(epochs=1, **kw).fit(X[:512], y[:512])  # warm-up
-        train, infer = [], []
-        for _ in range(repeats):
-            clf = ConvNetClassifier(epochs=1, **kw).fit(X, y)
-            train.append(clf.history_[-1]["samples_per_s"])
-            t = time.perf_counter()
-            clf.predict_proba(X)
-            infer.append(len(X) / (time.perf_counter() - t))
-        macs = macs_per_image(clf.module_, clf.input_shape_)
-        out["nets"][name] = {"train": statistics.median(train), "infer": statistics.median(infer), "macs": macs}
+        rates, clf = measure(dict(kw, inference_batch_size=256, random_state=0), X, y, repeats)
+        out["nets"][name] = {**rates, "macs": macs_per_image(clf.module_, clf.input_shape_)}
         print(name, out["nets"][name], flush=True)
     return out
 

@@ -43,21 +43,27 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
-def throughput(arch: str, X: np.ndarray, y: np.ndarray, train_batch: int, infer_batch: int,
-               repeats: int = 3) -> dict:
-    """Median training and inference samples/s of one network over ``repeats`` timed passes."""
-    kw = dict(arch=arch, batch_size=train_batch, inference_batch_size=infer_batch, random_state=0)
-    if arch == "seed":
-        kw.update(optimizer="adam", lr=1e-3, weight_decay=0.0, augment=None, channels_last=False)
+def measure(kw: dict, X: np.ndarray, y: np.ndarray, repeats: int = 3) -> tuple[dict, ConvNetClassifier]:
+    """Median training and inference samples/s of ConvNetClassifier(**kw) over ``repeats`` timed
+    passes, and the last fitted model."""
     train, infer = [], []
-    clf = ConvNetClassifier(epochs=1, **kw).fit(X[:512], y[:512])  # warm-up
+    ConvNetClassifier(epochs=1, **kw).fit(X[:512], y[:512])  # warm-up
     for _ in range(repeats):
         clf = ConvNetClassifier(epochs=1, **kw).fit(X, y)
         train.append(clf.history_[-1]["samples_per_s"])
         t = time.perf_counter()
         clf.predict_proba(X)
         infer.append(len(X) / (time.perf_counter() - t))
-    return {"train": statistics.median(train), "infer": statistics.median(infer)}
+    return {"train": statistics.median(train), "infer": statistics.median(infer)}, clf
+
+
+def throughput(arch: str, X: np.ndarray, y: np.ndarray, train_batch: int, infer_batch: int,
+               repeats: int = 3) -> dict:
+    """Median training and inference samples/s of one built-in network."""
+    kw = dict(arch=arch, batch_size=train_batch, inference_batch_size=infer_batch, random_state=0)
+    if arch == "seed":
+        kw.update(optimizer="adam", lr=1e-3, weight_decay=0.0, augment=None, channels_last=False)
+    return measure(kw, X, y, repeats)[0]
 
 
 def run_protocol(name: str, recipe: dict, X, y, y_partial, Xt, yt, seed: int) -> dict:

@@ -118,7 +118,9 @@ def check_config(config: dict) -> dict:
                          "on the labels the first pass fixed.")
     for name in ("epochs", "eval_epochs", "min_steps"):
         if not isinstance(config[name], int) or config[name] < 0:
-            raise InputError(f"--{name.replace('_', '-')} must be an int >= 0, got {config[name]!r}.")
+            flag = "eval_epochs (the test-accuracy models' epochs)" if name == "eval_epochs" else \
+                f"--{name.replace('_', '-')}"
+            raise InputError(f"{flag} must be an int >= 0, got {config[name]!r}.")
     return config
 
 
