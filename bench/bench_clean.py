@@ -32,7 +32,7 @@ from bench_selftrain import machine, write_docs  # noqa: E402
 from pseudolabel.crossval import out_of_fold_proba  # noqa: E402
 from pseudolabel.datasets import inject_noise, load_mnist  # noqa: E402
 from pseudolabel.issues import METHODS, fix_labels, rank_label_issues  # noqa: E402
-from pseudolabel.jobs.clean import DEFAULTS, build_estimator, detection_scores, fit_and_score  # noqa: E402
+from pseudolabel.jobs.clean import DEFAULTS, build_estimator, detection_scores, fit_and_score, n_passes  # noqa: E402
 
 MARKER = "bench_clean"
 
@@ -99,8 +99,8 @@ def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, l
         level["phases"][f"out-of-fold ({args.folds} folds, {args.n_jobs} in parallel)"] = time.perf_counter() - t0
     level["oof_accuracy_true"] = float(np.mean(proba.argmax(1) == y))
     level["passes"] = []
-    level["n_passes"] = args.passes
-    for p in range(2, args.passes + 1):
+    level["n_passes"] = n_passes(config, y_noisy, proba)
+    for p in range(2, level["n_passes"] + 1):
         # `pseudolabel clean --passes N`: the folds train again on the labels the pass before fixed,
         # and the last pass's probabilities are ranked against the given labels.
         fixed = fix_labels(y_noisy, proba, threshold=config["threshold"], method=DEFAULTS["method"])
@@ -204,12 +204,14 @@ def main() -> None:
     ap.add_argument("--load-proba", default=None, help="Reuse probabilities a --save-proba run left in this folder.")
     ap.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (default: the clean job's).")
     ap.add_argument("--no-ema", action="store_true", help="Predict with the last weights, not an average.")
-    ap.add_argument("--passes", type=int, default=None,
-                    help="Out-of-fold passes: each further pass retrains on the fixed labels and fixes again.")
+    ap.add_argument("--passes", default=None,
+                    help="Out-of-fold passes, or 'auto' (default: the clean job's): each further pass retrains "
+                         "on the fixed labels and fixes again.")
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
     args.passes = args.passes or DEFAULTS["passes"]
+    args.passes = int(args.passes) if str(args.passes).isdigit() else args.passes
     args.folds = args.folds or DEFAULTS["folds"]
     cmd = "python bench/bench_clean.py " + " ".join(sys.argv[1:])
     if args.threads:

@@ -410,6 +410,14 @@ def test_wrong_image_shape_at_predict(fitted):
                                 "'adam', 'sgd'. Got 'rmsprop' instead."),
     (dict(augment="mixup"), "The 'augment' parameter of ConvNetClassifier must be 'affine' or None. "
                             "Got 'mixup' instead."),
+    (dict(semi="mixmatch"), "The 'semi' parameter of ConvNetClassifier must be None or one of ('fixmatch', "
+                            "'flexmatch'). Got 'mixmatch' instead."),
+    (dict(unlabeled_ratio=0), "The 'unlabeled_ratio' parameter of ConvNetClassifier must be an int >= 1. "
+                              "Got 0 instead."),
+    (dict(semi_threshold=0), "The 'semi_threshold' parameter of ConvNetClassifier must be a float in (0, 1]. "
+                             "Got 0 instead."),
+    (dict(semi_weight=-1), "The 'semi_weight' parameter of ConvNetClassifier must be a float >= 0. "
+                           "Got -1 instead."),
 ])
 def test_bad_params_are_named(split, params, message):
     X, y = split[:2]
@@ -442,3 +450,72 @@ def test_sample_weight_is_used_and_checked(split):
     assert np.mean(clf.predict(X_test) == 5) < 0.5 * np.mean(plain.predict(X_test) == 5)
     with pytest.raises(InputError, match="at least one non-zero weight"):
         ConvNetClassifier(epochs=1).fit(X, y, sample_weight=np.zeros(len(y)))
+
+
+# -- online pseudo-labeling (semi=) -----------------------------------------------------------------
+
+def _few_labels(y: np.ndarray, per_class: int) -> np.ndarray:
+    partial = np.full(len(y), -1)
+    for c in np.unique(y):
+        partial[np.flatnonzero(y == c)[:per_class]] = c
+    return partial
+
+
+@pytest.mark.parametrize("semi", ["fixmatch", "flexmatch"])
+def test_semi_learns_from_the_unlabeled_rows(digits, semi):
+    """5 labels per class: the online mode beats the same network trained on the labels alone
+    (measured on 3 splits: +1.6 to +2.6 points), and the unlabeled rows are really used."""
+    X, y = digits
+    rng = np.random.RandomState(0)
+    order = rng.permutation(len(y))
+    train, test = order[:1300], order[1300:]
+    partial = _few_labels(y[train], 5)
+    known = partial >= 0
+    alone = ConvNetClassifier(epochs=10, min_steps=200, ema=0.99, random_state=0).fit(X[train][known], partial[known])
+    online = ConvNetClassifier(epochs=10, min_steps=200, ema=0.99, semi=semi, random_state=0).fit(X[train], partial)
+    assert list(online.classes_) == list(range(10))  # -1 marks rows, it is not a class
+    used = [h["unlabeled_used"] for h in online.history_]
+    assert 0.5 < used[-1] <= 1.0
+    assert accuracy_score(y[test], online.predict(X[test])) > accuracy_score(y[test], alone.predict(X[test])) + 0.01
+
+
+def test_semi_threshold_one_ignores_the_unlabeled_rows(digits):
+    X, y = digits
+    partial = _few_labels(y[:600], 5)
+    clf = ConvNetClassifier(epochs=2, min_steps=20, semi="fixmatch", semi_threshold=1.0, random_state=0)
+    clf.fit(X[:600], partial)
+    assert all(h["unlabeled_used"] < 0.05 for h in clf.history_)
+
+
+def test_unlabeled_rows_need_semi(digits):
+    X, y = digits
+    with pytest.raises(InputError, match="labels must be >= 0"):
+        ConvNetClassifier(epochs=1).fit(X[:100], _few_labels(y[:100], 2))
+    with pytest.raises(InputError, match="no labeled samples"):
+        ConvNetClassifier(epochs=1, semi="fixmatch").fit(X[:100], np.full(100, -1))
+
+
+def test_flexmatch_lowers_the_threshold_of_classes_few_images_claim():
+    clf = ConvNetClassifier(semi="flexmatch", semi_threshold=0.9)
+    clf.n_classes_, clf.device_ = 3, torch.device("cpu")
+    # Class 0 claims 6 images, class 1 three, class 2 none; one image is unclaimed.
+    clf._status = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, -1])
+    thresholds = clf._class_thresholds().tolist()
+    beta = np.array([6, 3, 0]) / 6
+    np.testing.assert_allclose(thresholds, beta / (2 - beta) * 0.9, rtol=1e-6)
+    assert thresholds[0] == pytest.approx(0.9) and thresholds[2] == 0.0
+    clf.semi = "fixmatch"
+    assert clf._class_thresholds().tolist() == pytest.approx([0.9] * 3)
+
+
+def test_strong_augment_erases_a_square_and_keeps_shape():
+    from pseudolabel.models.augment import strong_augment
+
+    x = torch.ones(16, 1, 28, 28)
+    out = strong_augment(x, degrees=0, scale=(1, 1), shear=0, translate=0, contrast=(1, 1), cutout=0.25,
+                         generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    erased = (out == 0).sum(dim=(1, 2, 3))
+    assert (erased == 7 * 7).all()  # one 7x7 square per image, nothing else touched
+    tiny = torch.ones(2, 1, 3, 3)
+    assert torch.equal(strong_augment(tiny), tiny)

@@ -55,6 +55,7 @@ def test_digits_simulation_end_to_end(sim):
     assert DETECTION.match(lines[-2]), lines[-2]
     assert TEST_ACC.match(lines[-1]), lines[-1]
     assert "fold 3/3" in result.stderr  # progress per fold goes to stderr
+    assert "passes auto: 1 (the first pass flagged under 20% of the labels)" in result.stderr
 
     issues = pd.read_csv(out / "issues.csv")
     assert {"item", "key", "given", "predicted", "score", "is_issue", "is_noisy"} <= set(issues.columns)
@@ -109,10 +110,12 @@ def test_resume_after_deleting_the_last_fold_checkpoint(sim, tmp_path):
 
 
 def test_second_pass_trains_on_the_fixed_labels_and_resumes(tmp_path):
+    """At 30 % noise passes=auto (the default) runs a second pass: the first flags over 20 %."""
     out = tmp_path / "run"
     args = ["--data", "digits", "--noise", "0.3", "--folds", "3", *FAST, "--seed", "0"]
-    result = _invoke(*args, "--passes", "2", "--out", out)
+    result = _invoke(*args, "--out", out)
     assert result.exit_code == 0, result.output
+    assert "passes auto: 2 (the first pass flagged at least 20% of the labels)" in result.stderr
     assert re.search(r"pass 2/2: training the folds again on the labels pass 1 fixed \(\d+ changed\)", result.stderr)
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     folds = [r for r in history if r["record"] == "fold"]
@@ -121,7 +124,7 @@ def test_second_pass_trains_on_the_fixed_labels_and_resumes(tmp_path):
     first = np.mean([r["accuracy_true"] for r in folds[:3]])
     second = np.mean([r["accuracy_true"] for r in folds[3:]])
     assert second > first
-    one = _invoke(*args, "--out", tmp_path / "one")
+    one = _invoke(*args, "--passes", "1", "--out", tmp_path / "one")
     assert one.exit_code == 0, one.output
     correct = {name: json.loads((tmp_path / name / "history.jsonl").read_text().splitlines()[-1])[
         "labels_correct_after"] for name in ("run", "one")}
@@ -187,6 +190,7 @@ def test_bad_input_is_one_line_exit_2_and_the_run_directory_untouched(sim, tmp_p
         ["--data", "digits", "--noise", "1.5", "--out", out],
         ["--data", "digits", "--folds", "1", "--out", out],
         ["--data", "digits", "--threshold", "2", "--out", out],
+        ["--data", "digits", "--passes", "many", "--out", out],
         ["--data", tmp_path / "missing", "--out", out],
         ["--data", "digits", "--limit", "5", "--out", out],
         ["--data", "digits", "--out", tmp_path / "nothing", "--resume"],

@@ -167,11 +167,12 @@ def demo(out):
 @click.option("--noise-kind", type=click.Choice(["symmetric", "pairs"]), default="symmetric", show_default=True,
               help="symmetric: a uniformly drawn other class; pairs: class c becomes c+1.")
 @click.option("--folds", type=int, default=None, help="Cross-validation folds (default: the recipe's, 4).")
-@click.option("--passes", type=int, default=None,
-              help="Out-of-fold passes: each further one trains the folds again on the labels the pass "
-                   "before fixed (default: the recipe's).")
-@click.option("--method", type=click.Choice(["self_confidence", "confident_joint", "normalized_margin", "disagreement"]),
-              default=None, help="How suspects are ranked and counted (default: self_confidence).")
+@click.option("--passes", type=str, default=None,
+              help="Out-of-fold passes, or 'auto': each further one trains the folds again on the labels the "
+                   "pass before fixed; auto adds a second pass when the first flags 20 % or more "
+                   "(default: auto).")
+@click.option("--method", type=click.Choice(["posterior", "self_confidence", "confident_joint", "normalized_margin", "disagreement"]),
+              default=None, help="How suspects are ranked and counted (default: posterior).")
 @click.option("--threshold", type=float, default=None,
               help="Confidence the prediction needs for an automatic relabel or drop (default: 0, every "
                    "flagged sample; a model trained on noisy labels is rarely confident).")

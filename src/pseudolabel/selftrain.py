@@ -48,7 +48,10 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     estimator : classifier with ``fit`` and ``predict_proba``
-        Cloned at ``fit``. Default: :class:`pseudolabel.models.ConvNetClassifier`.
+        Cloned at ``fit``. Default: :class:`pseudolabel.models.ConvNetClassifier`. An estimator
+        with a true ``semi`` attribute (``ConvNetClassifier(semi="fixmatch")``) learns from
+        unlabeled rows online: each fit also gets the rows still unlabeled, labeled -1, so the
+        rounds' confident labels and the online pseudo-labels of every step work together.
     threshold : float, list of floats or callable, default=0.95
         A prediction becomes a label when its probability is strictly greater than the threshold.
         A list gives one value per round (its last value repeats); a callable gets the round (1-based).
@@ -433,6 +436,10 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             reps = int(np.ceil(self.given_share * n_other / ((1 - self.given_share) * max(len(given), 1))))
             if reps > 1:
                 rows = np.concatenate([rows] + [given] * (reps - 1))
+        if getattr(self.estimator_, "semi", None):
+            # An estimator that learns from unlabeled rows online (ConvNetClassifier(semi=...))
+            # also gets the rows still unlabeled, marked -1; never the held-out ones.
+            rows = np.concatenate([rows, np.setdiff1d(np.flatnonzero(self.transduction_ == -1), held_out)])
         kwargs = {}
         if self.sample_weight == "confidence":
             w = np.where(np.isnan(self.label_confidence_[rows]), 1.0, self.label_confidence_[rows])

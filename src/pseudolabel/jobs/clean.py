@@ -44,10 +44,12 @@ HOLDOUT = 0.2
 # the strided network 98.35 %).
 # min_steps gives small data sets (digits) enough updates.
 DEFAULTS = dict(
-    folds=4, passes=1, method="self_confidence", threshold=0.0, policy="relabel", noise=None,
+    folds=4, passes="auto", method="posterior", threshold=0.0, policy="relabel", noise=None,
     noise_kind="symmetric", limit=None, seed=0, jobs=1, threads=1, arch="fast", epochs=3, eval_epochs=2,
     min_steps=200, batch_size=128, lr=3e-3, augment=None, ema=0.999, device="auto",
 )
+# passes="auto" runs a second out-of-fold pass when the first flags at least this share of the labels.
+AUTO_SECOND_PASS = 0.2
 _CLF_KEYS = ("arch", "epochs", "min_steps", "batch_size", "lr", "augment", "ema", "device")
 
 
@@ -113,8 +115,11 @@ def check_config(config: dict) -> dict:
         v = config[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise InputError(f"--{name} must be an int >= 1, got {v!r}; {hint}.")
-    if isinstance(config["passes"], bool) or not isinstance(config["passes"], int) or config["passes"] < 1:
-        raise InputError(f"--passes must be an int >= 1, got {config['passes']!r}; 2 trains the folds again "
+    passes = config["passes"]
+    if isinstance(passes, str) and passes.strip().isdigit():
+        config["passes"] = passes = int(passes)
+    if passes != "auto" and (isinstance(passes, bool) or not isinstance(passes, int) or passes < 1):
+        raise InputError(f"--passes must be 'auto' or an int >= 1, got {passes!r}; 2 trains the folds again "
                          "on the labels the first pass fixed.")
     for name in ("epochs", "eval_epochs", "min_steps"):
         if not isinstance(config[name], int) or config[name] < 0:
@@ -301,9 +306,25 @@ def oof_by_fold(run: RunDirectory, config: dict, data: CleanData, splits: list, 
     return proba, classes
 
 
+def n_passes(config: dict, labels: np.ndarray, proba: np.ndarray, classes=None) -> int:
+    """How many out-of-fold passes to run, decided after the first one.
+
+    ``passes="auto"``: a second pass when the first one flags at least ``AUTO_SECOND_PASS`` of
+    the labels (the run's method and counts, no true labels needed). At 10 % noise one pass is
+    as good as two for a fraction of the time; at 40 % the first pass's models learned from so
+    many wrong labels that a second pass on the fixed labels is worth its time (docs/cleaning.md).
+    """
+    if config["passes"] != "auto":
+        return int(config["passes"])
+    from pseudolabel.issues import rank_label_issues
+
+    flagged = rank_label_issues(labels, proba, method=config["method"], classes=classes)["is_issue"].mean()
+    return 2 if flagged >= AUTO_SECOND_PASS else 1
+
+
 def oof_passes(run: RunDirectory, config: dict, data: CleanData, splits: list, say=_say,
                t_start: float | None = None):
-    """Out-of-fold probabilities after ``config['passes']`` passes. Returns (proba, classes).
+    """Out-of-fold probabilities after the passes ``n_passes`` asks for. Returns (proba, classes).
 
     Pass 1 trains on the given labels. Each later pass relabels what the pass before flagged (the
     run's method and threshold) and trains the folds again on those cleaner labels: a model taught
@@ -313,11 +334,15 @@ def oof_passes(run: RunDirectory, config: dict, data: CleanData, splits: list, s
     from pseudolabel.issues import fix_labels, rank_label_issues
 
     proba, classes = oof_by_fold(run, config, data, splits, say, t_start)
-    for pass_no in range(2, config["passes"] + 1):
+    total = n_passes(config, data.y, proba, classes)
+    if config["passes"] == "auto":
+        say(f"passes auto: {total} (the first pass flagged {'at least' if total > 1 else 'under'} "
+            f"{AUTO_SECOND_PASS:.0%} of the labels)")
+    for pass_no in range(2, total + 1):
         issues = rank_label_issues(data.y, proba, method=config["method"], classes=classes)
         fixed = fix_labels(data.y, proba, threshold=config["threshold"], policy="relabel", issues=issues,
                            classes=classes)
-        say(f"pass {pass_no}/{config['passes']}: training the folds again on the labels pass {pass_no - 1} "
+        say(f"pass {pass_no}/{total}: training the folds again on the labels pass {pass_no - 1} "
             f"fixed ({int(np.sum(fixed != data.y))} changed)")
         earlier = [r for r in run.read_history() if r.get("record") == "fold" and r.get("pass", 1) < pass_no]
         proba, classes = oof_by_fold(run, config, data, splits, say, t_start, labels=fixed, pass_no=pass_no,

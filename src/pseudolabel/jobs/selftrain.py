@@ -104,7 +104,8 @@ def build_selftraining(config: dict, progress: EpochProgress | None = None):
     from pseudolabel.selftrain import SelfTraining
 
     clf_keys = ("arch", "epochs", "min_steps", "batch_size", "lr", "augment", "warm_start", "device",
-                "optimizer", "weight_decay", "channels_last", "ema")
+                "optimizer", "weight_decay", "channels_last", "ema", "semi", "unlabeled_ratio", "semi_threshold",
+                "semi_weight")
     kw = {k: config[k] for k in clf_keys if k in config}
     clf = ConvNetClassifier(random_state=config["seed"], callbacks=[progress] if progress else None, **kw)
     final = None

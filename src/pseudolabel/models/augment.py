@@ -41,3 +41,39 @@ def random_affine(
     ).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def strong_augment(
+    x: torch.Tensor,
+    *,
+    degrees: float = 30.0,
+    scale: tuple[float, float] = (0.75, 1.25),
+    shear: float = 0.3,
+    translate: float = 0.15,
+    cutout: float = 0.4,
+    contrast: tuple[float, float] = (0.5, 1.5),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The "strong" view of online pseudo-labeling: a larger random affine, a random contrast
+    factor and one erased square per image (cutout, ``cutout`` times the shorter side). Whole
+    batches as tensor ops. Takes raw pixels (background 0), like :func:`random_affine`.
+
+    Examples
+    --------
+    >>> strong_augment(torch.ones(4, 1, 28, 28)).shape
+    torch.Size([4, 1, 28, 28])
+    """
+    n, _, h, w = x.shape
+    if h < 4 or w < 4 or n == 0:
+        return x
+    x = random_affine(x, degrees=degrees, scale=scale, shear=shear, translate=translate, generator=generator)
+    u = torch.rand(n, 3, generator=generator).to(x.device)
+    factor = (contrast[0] + u[:, 0] * (contrast[1] - contrast[0])).to(x.dtype).view(n, 1, 1, 1)
+    x = x * factor
+    side = max(1, int(round(cutout * min(h, w))))
+    top = (u[:, 1] * (h - side + 1)).floor().view(n, 1, 1)
+    left = (u[:, 2] * (w - side + 1)).floor().view(n, 1, 1)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    hole = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    return x.masked_fill(hole.unsqueeze(1), 0.0)

@@ -1,6 +1,6 @@
 """ConvNetClassifier: a scikit-learn estimator around a small torch CNN for images.
 
-fit -> _initialize -> _fit_loop -> _run_epoch -> _train_step, each step small and overridable
+fit -> _initialize -> _fit_loop -> _run_epoch (or _run_epoch_semi) -> _train_step, each step small and overridable
 (skorch's shape). Inputs are grey or RGB arrays, flat vectors whose length is a square, or image
 file paths (decoded and resized once per call).
 """
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import _safe_indexing
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.exceptions import NotFittedError as SkNotFittedError
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -21,10 +22,11 @@ from torch import nn
 
 from pseudolabel._validation import check_finite, check_labels, check_same_length
 from pseudolabel.exceptions import InputError, NotFittedError
-from pseudolabel.models.augment import random_affine
+from pseudolabel.models.augment import random_affine, strong_augment
 from pseudolabel.models.nets import build_network
 
 _ARCHS = ("auto", "strided", "fast", "wide", "seed")
+_SEMI = ("fixmatch", "flexmatch")
 # "auto" takes the strided network from this many pixels per side up: below, its early
 # downsampling leaves too little of the image (8x8 digits learn better with the pooled "fast").
 AUTO_STRIDED_MIN_SIDE = 16
@@ -61,6 +63,11 @@ def one_cycle(total_steps: int, warmup: float = 0.25, start: float = 0.1, end: f
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _take(X, mask: np.ndarray):
+    """The rows of X (array, list of paths, lazy image reader) where mask is True."""
+    return _safe_indexing(X, np.flatnonzero(mask))
 
 
 def _is_path(x) -> bool:
@@ -170,6 +177,22 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         usually more accurate and better calibrated than the last weights, which matters when
         its predictions become training labels. Early steps use a smaller decay,
         ``min(ema, (1 + t) / (10 + t))``, so the average does not remember the random start.
+    semi : {None, "fixmatch", "flexmatch"}, default=None
+        Online pseudo-labeling of the rows whose label is -1 (scikit-learn's mark for unlabeled):
+        every step also draws ``unlabeled_ratio * batch_size`` unlabeled images, predicts a weakly
+        augmented view with the teacher (the EMA weights when ``ema`` is set, else the current
+        ones, without gradients), and trains the strongly augmented view (larger affine, contrast,
+        cutout) towards the predicted class where its confidence reaches ``semi_threshold``
+        (FixMatch, Sohn et al. 2020). ``"flexmatch"`` scales the threshold per class by how many
+        unlabeled images that class already claims confidently (Zhang et al. 2021), so hard,
+        late classes are not starved. An epoch is one pass over the unlabeled rows. Without
+        ``semi``, a label of -1 is an error.
+    unlabeled_ratio : int, default=3
+        Unlabeled images per labeled image in each step (FixMatch's mu).
+    semi_threshold : float in (0, 1], default=0.95
+        Teacher confidence from which an unlabeled image's prediction is trained on.
+    semi_weight : float, default=1.0
+        Weight of the unlabeled loss against the labeled one.
     channels_last : bool, default=True
         NHWC memory layout; 1.4-2x faster convolutions on CPUs.
     random_state : int, optional
@@ -211,6 +234,10 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         device: str = "auto",
         inference_batch_size: int = 256,
         ema: float | None = None,
+        semi: str | None = None,
+        unlabeled_ratio: int = 3,
+        semi_threshold: float = 0.95,
+        semi_weight: float = 1.0,
         channels_last: bool = True,
         random_state: int | None = None,
         verbose: int = 0,
@@ -230,6 +257,10 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.inference_batch_size = inference_batch_size
         self.ema = ema
+        self.semi = semi
+        self.unlabeled_ratio = unlabeled_ratio
+        self.semi_threshold = semi_threshold
+        self.semi_weight = semi_weight
         self.channels_last = channels_last
         self.random_state = random_state
         self.verbose = verbose
@@ -261,6 +292,15 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
             bad("ema", "None or a float in [0, 1)")
         if self.augment not in (None, "affine", False, True):
             bad("augment", "'affine' or None")
+        if self.semi not in (None,) + _SEMI:
+            bad("semi", f"None or one of {_SEMI}")
+        v = self.unlabeled_ratio
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            bad("unlabeled_ratio", "an int >= 1")
+        if not (_is_number(self.semi_threshold) and 0 < self.semi_threshold <= 1):
+            bad("semi_threshold", "a float in (0, 1]")
+        if not (_is_number(self.semi_weight) and self.semi_weight >= 0):
+            bad("semi_weight", "a float >= 0")
 
     # -- data ---------------------------------------------------------------------------------
     def _prepare_X(self, X) -> torch.Tensor:
@@ -296,9 +336,22 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         check_same_length("X", X, "y", y_arr)
         if len(y_arr) == 0:
             raise InputError("X and y are empty; pass at least one labeled sample per class.")
+        unlabeled = None
+        if self.semi is not None and y_arr.dtype.kind in "iufb":
+            y_arr = check_labels(y_arr, "y", allow_unlabeled=True)
+            unlabeled = y_arr == -1
+            if unlabeled.all():
+                raise InputError("y has no labeled samples (all are -1); label at least one sample per class.")
+            if not unlabeled.any():
+                unlabeled = None
+        if unlabeled is not None:
+            if sample_weight is not None:
+                sample_weight = np.asarray(sample_weight)[~unlabeled]
+            unlabeled_X, X, y_arr = _take(X, unlabeled), _take(X, ~unlabeled), y_arr[~unlabeled]
         check_classification_targets(y_arr)
         y_arr = check_labels(y_arr, "y", allow_unlabeled=False) if y_arr.dtype.kind in "iufb" else y_arr
         Xt = self._prepare_X(X)
+        Xu = None if unlabeled is None else self._prepare_X(unlabeled_X)
 
         first = not (self.warm_start and hasattr(self, "module_"))
         if first:
@@ -347,7 +400,11 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
             self._initialize()
         elif self.ema is not None and not hasattr(self, "ema_module_"):
             self._init_ema()  # ema switched on between warm-started fits
-        self._fit_loop(Xt, codes, weights)
+        if Xu is not None:
+            self._check_input_shape(Xu)
+            self._fit_loop_semi(Xt, codes, weights, Xu)
+        else:
+            self._fit_supervised(Xt, codes, weights)
         self.n_fit_calls_ += 1
         return self
 
@@ -425,10 +482,8 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
             sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(max(total_steps, 1)))
         return opt, sched
 
-    def _fit_loop(self, Xt: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor | None) -> None:
-        n = len(Xt)
-        bs = min(self.batch_size, n)
-        steps_per_epoch = math.ceil(n / bs)
+    def _fit_loop(self, steps_per_epoch: int, run_epoch: Callable) -> None:
+        """Run ``epochs`` epochs (at least ``min_steps`` steps) of ``run_epoch(steps, opt, sched)``."""
         total = max(self.epochs * steps_per_epoch, self.min_steps)
         n_epochs = math.ceil(total / steps_per_epoch) if total else 0
         opt, sched = self._make_optimizer(total)
@@ -436,28 +491,42 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         step = 0
         for epoch in range(n_epochs):
             steps = min(steps_per_epoch, total - step)
-            record = self._run_epoch(Xt, codes, weights, bs, steps, opt, sched)
+            t0 = time.perf_counter()
+            record = run_epoch(steps, opt, sched)
+            secs = time.perf_counter() - t0
             step += steps
-            record["epoch"] = epoch + 1
-            record["epochs"] = n_epochs
+            record.update(epoch=epoch + 1, epochs=n_epochs, seconds=secs,
+                          samples_per_s=record["samples"] / secs if secs > 0 else float("nan"))
             self.history_.append(record)
             if self.verbose:
+                extra = f" unlabeled used {record['unlabeled_used']:.3f}" if "unlabeled_used" in record else ""
                 print(
                     f"epoch {epoch + 1}/{n_epochs} loss {record['loss']:.4f} "
-                    f"acc {record['train_accuracy']:.4f} {record['samples_per_s']:.0f} samples/s",
+                    f"acc {record['train_accuracy']:.4f}{extra} {record['samples_per_s']:.0f} samples/s",
                     flush=True,
                 )
             for cb in self.callbacks or ():
                 cb(self, record)
 
+    def _fit_supervised(self, Xt: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor | None) -> None:
+        bs = min(self.batch_size, len(Xt))
+        self._fit_loop(math.ceil(len(Xt) / bs),
+                       lambda steps, opt, sched: self._run_epoch(Xt, codes, weights, bs, steps, opt, sched))
+
+    def _permutation(self, n: int, length: int) -> torch.Tensor:
+        """At least ``length`` indices: fresh permutations of range(n), one after another."""
+        reps = max(1, math.ceil(length / n))
+        return torch.cat([torch.randperm(n, generator=self._gen) for _ in range(reps)])
+
+    def _after_step(self, sched, ema_pairs) -> None:
+        if sched is not None:
+            sched.step()
+        if ema_pairs is not None:
+            self._update_ema(ema_pairs)
+
     def _run_epoch(self, Xt, codes, weights, bs, steps, opt, sched) -> dict:
         self.module_.train()
-        n = len(Xt)
-        perm = torch.randperm(n, generator=self._gen)
-        if steps * bs > n:  # min_steps on a small set: keep drawing fresh permutations
-            reps = math.ceil(steps * bs / n)
-            perm = torch.cat([perm] + [torch.randperm(n, generator=self._gen) for _ in range(reps - 1)])
-        t0 = time.perf_counter()
+        perm = self._permutation(len(Xt), steps * bs)
         loss_sum = torch.zeros((), device=self.device_)
         correct = torch.zeros((), device=self.device_, dtype=torch.long)
         seen = 0
@@ -470,21 +539,78 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
             yb = codes[idx].to(self.device_, non_blocking=True)
             wb = None if weights is None else weights[idx].to(self.device_)
             loss, logits = self._train_step(xb, yb, wb, opt)
-            if sched is not None:
-                sched.step()
-            if ema_pairs is not None:
-                self._update_ema(ema_pairs)
+            self._after_step(sched, ema_pairs)
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == yb).sum()
             seen += len(idx)
-        secs = time.perf_counter() - t0
-        return {
-            "loss": float(loss_sum) / max(seen, 1),
-            "train_accuracy": float(correct) / max(seen, 1),
-            "samples": seen,
-            "seconds": secs,
-            "samples_per_s": seen / secs if secs > 0 else float("nan"),
-        }
+        return {"loss": float(loss_sum) / max(seen, 1), "train_accuracy": float(correct) / max(seen, 1),
+                "samples": seen}
+
+    # -- online pseudo-labeling (semi=) ------------------------------------------------------------
+    def _fit_loop_semi(self, Xt, codes, weights, Xu) -> None:
+        bs = min(self.batch_size, len(Xt))
+        ubs = min(self.unlabeled_ratio * self.batch_size, len(Xu))
+        # FlexMatch's learning status: the class each unlabeled image was last confidently given, or -1.
+        self._status = torch.full((len(Xu),), -1, dtype=torch.long)
+        self._fit_loop(math.ceil(len(Xu) / ubs),
+                       lambda steps, opt, sched: self._run_epoch_semi(Xt, codes, weights, Xu, bs, ubs,
+                                                                      steps, opt, sched))
+        del self._status
+
+    def _class_thresholds(self) -> torch.Tensor:
+        """Per-class confidence thresholds: fixed for FixMatch, FlexMatch's scaled ones otherwise."""
+        tau = float(self.semi_threshold)
+        if self.semi == "fixmatch":
+            return torch.full((self.n_classes_,), tau, device=self.device_)
+        status = self._status
+        counts = torch.bincount(status[status >= 0], minlength=self.n_classes_).float()
+        # With warm-up: classes are compared with the images nobody claimed yet, too.
+        beta = counts / max(float(counts.max()), float((status < 0).sum()), 1.0)
+        return (beta / (2.0 - beta) * tau).to(self.device_)
+
+    def _run_epoch_semi(self, Xt, codes, weights, Xu, bs, ubs, steps, opt, sched) -> dict:
+        self.module_.train()
+        perm = self._permutation(len(Xt), steps * bs)
+        uperm = self._permutation(len(Xu), steps * ubs)
+        teacher = self.ema_module_ if self.ema is not None else self.module_
+        loss_sum = torch.zeros((), device=self.device_)
+        correct = torch.zeros((), device=self.device_, dtype=torch.long)
+        used = torch.zeros((), device=self.device_)
+        seen = useen = 0
+        ema_pairs = self._ema_pairs() if self.ema is not None else None
+        for i in range(steps):
+            idx, uidx = perm[i * bs:(i + 1) * bs], uperm[i * ubs:(i + 1) * ubs]
+            raw_u = Xu[uidx].to(self.device_, non_blocking=True).float()
+            with torch.no_grad():
+                teacher.eval()
+                weak = teacher(self._normalize(raw_u, augment=True)).softmax(1)
+                self.module_.train()
+                conf, pseudo = weak.max(1)
+                mask = (conf >= self._class_thresholds()[pseudo]).float()
+                sure = conf.cpu() >= self.semi_threshold
+                self._status[uidx[sure]] = pseudo.cpu()[sure]
+            xb = self._normalize(Xt[idx], augment=self.augment in ("affine", True))
+            xs = self._normalize(strong_augment(raw_u, generator=self._gen))
+            yb = codes[idx].to(self.device_, non_blocking=True)
+            logits = self.module_(torch.cat([xb, xs]))
+            lab, strong = logits[:len(idx)], logits[len(idx):]
+            if weights is None:
+                loss = F.cross_entropy(lab, yb)
+            else:
+                wb = weights[idx].to(self.device_)
+                loss = (F.cross_entropy(lab, yb, reduction="none") * wb).sum() / wb.sum().clamp_min(1e-12)
+            loss = loss + float(self.semi_weight) * (F.cross_entropy(strong, pseudo, reduction="none") * mask).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self._after_step(sched, ema_pairs)
+            loss_sum += loss.detach() * len(idx)
+            correct += (lab.argmax(1) == yb).sum()
+            used += mask.sum()
+            seen += len(idx)
+            useen += len(uidx)
+        return {"loss": float(loss_sum) / max(seen, 1), "train_accuracy": float(correct) / max(seen, 1),
+                "unlabeled_used": float(used) / max(useen, 1), "samples": seen + useen}
 
     def _train_step(self, xb, yb, wb, opt):
         logits = self.module_(xb)
