@@ -326,3 +326,22 @@ def test_bad_options_are_named():
         issues = rank_label_issues(y, proba)
         issues.loc[0, "item"] = 5
         fix_labels(y, proba, issues=issues)
+
+
+def test_prune_relabels_the_sure_and_drops_the_unsure(noisy_digits):
+    _, y_true, y_noisy, _, proba = noisy_digits
+    issues = rank_label_issues(y_noisy, proba)
+    new, record = fix_labels(y_noisy, proba, policy="prune", threshold=0.9, issues=issues, return_record=True)
+    by_item = issues.set_index("item")
+    unsure = by_item.loc[np.arange(len(new)), "p_max"].to_numpy() < 0.9
+    np.testing.assert_array_equal(new == -1, unsure)  # dropped: exactly the unsure ones, flagged or not
+    sure_flagged = by_item["is_issue"].to_numpy()[np.argsort(by_item.index)] & ~unsure
+    relabeled = new[sure_flagged]
+    np.testing.assert_array_equal(relabeled, by_item.loc[np.flatnonzero(sure_flagged), "predicted"].to_numpy())
+    assert set(record["action"]) <= {"relabel", "drop"} and (record["action"] == "drop").sum() == unsure.sum()
+    kept = new >= 0
+    relabel_all = fix_labels(y_noisy, proba, issues=issues)
+    # A smaller set whose labels are more often right than relabeling everything.
+    assert np.mean(new[kept] == y_true[kept]) > np.mean(relabel_all == y_true)
+    # threshold 0: nothing is unsure, prune is relabel.
+    np.testing.assert_array_equal(fix_labels(y_noisy, proba, policy="prune", issues=issues), relabel_all)

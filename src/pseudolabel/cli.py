@@ -176,8 +176,10 @@ def demo(out):
 @click.option("--threshold", type=float, default=None,
               help="Confidence the prediction needs for an automatic relabel or drop (default: 0, every "
                    "flagged sample; a model trained on noisy labels is rarely confident).")
-@click.option("--policy", type=click.Choice(["relabel", "drop", "review"]), default="relabel", show_default=True,
-              help="What happens to a confident suspect; review leaves every label to a person.")
+@click.option("--policy", type=click.Choice(["relabel", "drop", "prune", "review"]), default="relabel",
+              show_default=True,
+              help="What happens to a confident suspect; prune also drops every sample whose best label is "
+                   "below --threshold; review leaves every label to a person.")
 @click.option("--epochs", type=int, default=None, help="Epochs per fold (default: the recipe's).")
 @click.option("--min-steps", type=int, default=None,
               help="At least this many training steps per fold, for small data sets (default: the recipe's).")

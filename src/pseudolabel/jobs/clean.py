@@ -603,6 +603,7 @@ def report_lines(result: CleanResult) -> list[str]:
     ``detection precision P recall R f1 F`` and ``test accuracy noisy A cleaned B true C``."""
     s, f = result.summary, result.files
     acted = {"relabel": f"{s['n_relabeled']} relabeled", "drop": f"{s['n_dropped']} dropped",
+             "prune": f"{s['n_relabeled']} relabeled, {s['n_dropped']} dropped (unsure)",
              "review": f"{s['n_review']} to review"}[result.run.config.get("policy", "relabel")]
     lines = [f"checked {s['n_samples']} labels: {s['n_flagged']} flagged as likely wrong; {acted}"
              + (f", {s['n_kept']} kept (prediction below the threshold)" if s["n_kept"] else "")]
