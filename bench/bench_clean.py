@@ -1,6 +1,7 @@
 """Label cleaning on MNIST: every ranking method and cleanlab on the same out-of-fold probabilities.
 
     .venv/bin/python bench/bench_clean.py [--noise 0.1,0.4] [--folds 5] [--epochs E] [--limit N] [--write-docs]
+    .venv/bin/python bench/bench_clean.py --from-json bench/results/FILE.json --write-docs   # tables only
 
 For each noise level: symmetric noise is injected into the training labels (seeded); out-of-fold
 probabilities are computed once (stratified folds, `pseudolabel clean`'s CNN recipe); then each
@@ -164,14 +165,15 @@ def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, l
 def tables(levels: list[dict], config: dict, cmd: str) -> str:
     recipe = ", ".join(f"{k} {config.get(k)}" for k in ("arch", "epochs", "eval_epochs", "batch_size", "lr",
                                                          "augment", "ema"))
-    recipe += f"; passes {levels[0].get('n_passes', 1) if levels else 1}"
+    recipe += f"; passes {config.get('passes', 1)}"
     out = [f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
            f"CNN per fold ({config.get('folds')} folds) and for the test-accuracy models (eval_epochs): {recipe}; "
            f"fix threshold {config['threshold']}; "
            f"the job's default method: {DEFAULTS['method']}.", ""]
     for lv in levels:
         out += [f"**{lv['noise']:.0%} symmetric noise** ({lv['n_noisy']} of {lv['n']} labels wrong; seed {lv['seed']}; "
-                f"out-of-fold accuracy against the true labels {lv['oof_accuracy_true'] * 100:.2f} %)", "",
+                f"out-of-fold accuracy against the true labels {lv['oof_accuracy_true'] * 100:.2f} %; "
+                f"out-of-fold passes run: {lv.get('n_passes', 1)})", "",
                 "| method | seed | flagged | precision | recall | F1 | relabeled | labels correct after relabel "
                 "| (relabel every flagged) | dropped | labels correct among kept after drop "
                 f"| pruned (p < {lv.get('prune_threshold', 0.9):g}) | labels correct among kept after prune |",
@@ -225,8 +227,14 @@ def main() -> None:
     ap.add_argument("--prune-threshold", type=float, default=0.9,
                     help="The prune policy's threshold: relabel the sure, drop every sample below it.")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--from-json", default=None,
+                    help="Print (and with --write-docs write) the tables of an earlier run's clean.json; runs nothing.")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        show(saved["levels"], saved["config"], saved["command"], args.write_docs)
+        return
     args.passes = args.passes or DEFAULTS["passes"]
     args.passes = int(args.passes) if str(args.passes).isdigit() else args.passes
     args.folds = args.folds or DEFAULTS["folds"]
@@ -252,11 +260,16 @@ def main() -> None:
     levels, true_cache = [], {}
     for rate in [float(r) for r in args.noise.split(",")]:
         levels.append(run_level(rate, X, y, Xt, yt, config, args, true_cache, log))
-    (Path(args.out) / "clean.json").write_text(json.dumps({"config": config, "levels": levels}, indent=1))
+    (Path(args.out) / "clean.json").write_text(
+        json.dumps({"command": cmd, "config": config, "levels": levels}, indent=1))
+    show(levels, config, cmd, args.write_docs)
+
+
+def show(levels: list[dict], config: dict, cmd: str, write: bool) -> None:
     section = tables(levels, config, cmd)
     print(section)
-    if args.write_docs:
-        title = f"## Label cleaning on MNIST ({len(y)} training images): ranking methods and cleanlab\n\n"
+    if write:
+        title = f"## Label cleaning on MNIST ({levels[0]['n']} training images): ranking methods and cleanlab\n\n"
         write_docs(title + section, MARKER)
 
 

@@ -265,3 +265,14 @@ def test_demo_says_where_its_results_are(tmp_path):
     base, final = map(float, re.search(r"supervised (\d\.\d{4}) -> self-trained (\d\.\d{4})", result.output).groups())
     assert final == float(lines[-1].split(": ")[1])
     assert final > 0.9  # 70 labels of digits: a CNN that learned
+
+
+def test_selftrain_semi_learns_from_the_unlabeled_rows_too(tmp_path):
+    out = tmp_path / "semi"
+    result = CliRunner().invoke(main, ["selftrain", "--data", "digits", "--labeled", "100", "--max-iter", "1",
+                                       "--epochs", "2", "--min-steps", "20", "--semi", "fixmatch", "--seed", "0",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"round 0 epoch 1/\d+ .* unlabeled used \d\.\d{3}", result.stderr), result.stderr
+    assert json.loads((out / "config.json").read_text())["semi"] == "fixmatch"
+    assert TEST_ACCURACY_LINE.match(result.stdout.strip().splitlines()[-1])

@@ -511,3 +511,26 @@ def test_final_estimator_resumes_and_is_checked_first(flat):
     np.testing.assert_array_equal(full.predict_proba(X_test), resumed.predict_proba(X_test))
     raises_one_line(lambda: SelfTraining(lr(), final_estimator=LinearSVC()).fit(X, yp),
                     r"The final_estimator LinearSVC has no predict_proba")
+
+
+def test_an_online_estimator_also_gets_the_unlabeled_rows(digits, monkeypatch):
+    """ConvNetClassifier(semi=...) learns from the rows still unlabeled: SelfTraining hands them
+    over, marked -1, in every round; the held-out rows for calibration never."""
+    X, y = digits
+    partial = hide(y, 0.1, 0)
+    seen = []
+    original = ConvNetClassifier.fit
+
+    def recording_fit(self, X_fit, y_fit, **kw):
+        seen.append(np.asarray(y_fit).copy())
+        return original(self, X_fit, y_fit, **kw)
+
+    monkeypatch.setattr(ConvNetClassifier, "fit", recording_fit)
+    est = ConvNetClassifier(epochs=1, min_steps=20, semi="fixmatch", random_state=0)
+    st = SelfTraining(est, threshold=0.9, max_iter=1, calibration="temperature").fit(X, partial)
+    assert "unlabeled_used" in st.estimator_.history_[-1]
+    assert len(seen) == 2 and st.n_iter_ == 1
+    n_rows = len(y) - len(st.held_out_)
+    assert len(seen[0]) == len(seen[1]) == n_rows
+    assert (seen[0] == -1).sum() == np.sum(partial == -1)  # round 0: every unlabeled row
+    assert 0 < (seen[1] == -1).sum() == np.sum(st.transduction_ == -1) < np.sum(partial == -1)

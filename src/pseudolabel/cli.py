@@ -106,9 +106,12 @@ def _recipe_config(recipe, **given) -> dict:
                    "where the run starts: its given and human labels, the rest unlabeled.")
 @click.option("--min-steps", type=int, default=None,
               help="Optimizer steps per round at least (default: the recipe's; lower it for quick runs).")
+@click.option("--semi", type=click.Choice(["fixmatch", "flexmatch"]), default=None,
+              help="Also learn from the still unlabeled images online, every step: weak/strong views with a "
+                   "confidence threshold (FixMatch), per-class thresholds (FlexMatch). Slower per round.")
 @friendly_errors
 def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, device, relabel, out, resume, store,
-              min_steps):
+              min_steps, semi):
     """Iterative confidence-based pseudo-labeling.
 
     Every run records its labels in OUT/labels.db (or --store): given, each round's pseudo labels
@@ -125,7 +128,7 @@ def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, de
 
     config = _recipe_config(recipe, data=data, labeled=labeled, threshold=parse_thresholds(threshold),
                             max_iter=max_iter, seed=seed, epochs=epochs, arch=arch, device=device, relabel=relabel,
-                            min_steps=min_steps)
+                            min_steps=min_steps, semi=semi)
     config["recipe"] = recipe
     if store is not None:
         config["store"] = str(store)

@@ -67,9 +67,10 @@ class EpochProgress:
         self.round = 0
 
     def __call__(self, est, rec: dict) -> None:
+        used = f" unlabeled used {rec['unlabeled_used']:.3f}" if "unlabeled_used" in rec else ""
         _say(
             f"{self.prefix}round {self.round} epoch {rec['epoch']}/{rec['epochs']} loss {rec['loss']:.4f} "
-            f"train acc {rec['train_accuracy']:.4f} {rec['samples_per_s']:.0f} samples/s"
+            f"train acc {rec['train_accuracy']:.4f}{used} {rec['samples_per_s']:.0f} samples/s"
         )
 
 
