@@ -6,8 +6,9 @@ For each noise rate: symmetric noise with --seed (the benchmark uses seed 0), ou
 probabilities from the clean job's recipe (saved in --out and reused), then for every method of
 `rank_label_issues` the share of labels correct after relabeling and the detection F1, scored
 against the true training labels. --second-pass trains the folds again on the labels the
-posterior method fixed: "relabel" on all of them, "keep" only on those it did not flag, and
-scores the second pass alone and averaged with the first. The test set is never read; this is
+posterior method fixed: "relabel" on all of them, "keep" only on those it did not flag, "prune"
+on the relabeled ones whose posterior reaches 0.9 (the unsure left out), and scores the second
+pass alone and averaged with the first. The test set is never read; this is
 how the posterior method and `passes auto` were chosen (docs/benchmarks.md).
 """
 from __future__ import annotations
@@ -40,7 +41,8 @@ def scores(name: str, y, y_noisy, proba) -> None:
 
 def second_pass(X, y_noisy, proba, config, variant: str, n_jobs: int) -> np.ndarray:
     """Out-of-fold probabilities of folds trained on the posterior's fixed labels (-1 rows left out)."""
-    fixed = fix_labels(y_noisy, proba, method="posterior", policy="drop" if variant == "keep" else "relabel")
+    policy = {"keep": "drop", "relabel": "relabel", "prune": "prune"}[variant]
+    fixed = fix_labels(y_noisy, proba, method="posterior", policy=policy, threshold=0.9 if variant == "prune" else 0.0)
     classes, counts = np.unique(y_noisy, return_counts=True)
     splits = _make_splits(None, y_noisy, classes, counts, config["folds"], config["seed"])
 
@@ -58,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--noise", default="0.1,0.4")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--second-pass", default="", help="Comma-separated variants: relabel, keep.")
+    ap.add_argument("--second-pass", default="", help="Comma-separated variants: relabel, keep, prune.")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--data", default=None, help="path to mnist.npz (default: load_mnist's search)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "explore_posterior"))
