@@ -174,7 +174,9 @@ def demo(out):
               help="Out-of-fold passes, or 'auto': each further one trains the folds again on the labels the "
                    "pass before fixed; auto adds a second pass when the first flags 20 % or more "
                    "(default: auto).")
-@click.option("--method", type=click.Choice(["posterior", "self_confidence", "confident_joint", "normalized_margin", "disagreement"]),
+@click.option("--method",
+              type=click.Choice(["posterior", "self_confidence", "confident_joint", "normalized_margin",
+                                 "disagreement"]),
               default=None, help="How suspects are ranked and counted (default: posterior).")
 @click.option("--threshold", type=float, default=None,
               help="Confidence the prediction needs for an automatic relabel or drop (default: 0, every "

@@ -52,15 +52,16 @@ def rank_label_issues(
     - ``"normalized_margin"``: ``score = (max_{j != given} p_j - p_given + 1) / 2`` in [0, 1];
       above 0.5 means another class beats the given one.
     - ``"posterior"`` (default): weighs the model against the given label. A model trained on
-      noisy labels predicts the noisy label, ``p(given | x) = sum_k p(true=k | x) T[k, given]``. The confident
-      joint estimates the noise matrix ``T[true, given]``; a temperature ``t`` is fitted so that
-      ``softmax(log p / t) @ T`` best explains the given labels (maximum likelihood: no clean
-      labels needed); then Bayes' rule gives each sample's posterior over its true class,
-      ``q_k ∝ softmax(log p / t)_k T[k, given]``. Flagged where another class has the highest
-      posterior; ``score = 1 - q_given``; ``predicted``, ``p_given`` and ``p_max`` are read from
-      ``q``. At 10 % noise a label the data says is 90 % reliable is overturned only by a model
-      that is sure; at 40 % the model needs less. It fixes more labels correctly than the other
-      methods in ``bench/bench_clean.py`` (docs/benchmarks.md).
+      noisy labels predicts the noisy label, ``p(given | x) = sum_k p(true=k | x) T[k, given]``.
+      The confident joint estimates the noise matrix ``T[true, given]``; a temperature ``t`` is
+      fitted so that ``softmax(log p / t) @ T`` best explains the given labels (maximum
+      likelihood: no clean labels needed); then Bayes' rule gives each sample's posterior over
+      its true class, ``q_k ∝ softmax(log p / t)_k T[k, given]``. Flagged where another class
+      has the highest posterior; ``score = 1 - q_given``; ``predicted``, ``p_given`` and
+      ``p_max`` are read from ``q``. At 10 % noise a label the data says is 90 % reliable is
+      overturned only by a model that is sure; at 40 % the model needs less. On MNIST it fixed
+      more labels correctly than every other method and cleanlab (``bench/bench_clean.py``:
+      99.60 % at 10 % noise, 98.88 % at 40 %; docs/benchmarks.md).
 
     For ``"self_confidence"`` and ``"normalized_margin"`` the automatic count of flagged samples
     is the confident joint's estimate of the number of wrong labels; the highest scores are
@@ -142,10 +143,11 @@ def fix_labels(
         ``"relabel"``: take the predicted label. ``"drop"``: set the label to -1 (the caller
         removes those rows). ``"prune"``: relabel the flagged samples whose new label reaches
         the threshold and drop (-1) every sample, flagged or not, whose most probable label stays
-        below it: a smaller set whose labels are more often right (with ``method="posterior"``
-        and ``threshold=0.9`` on MNIST at 40 % noise, docs/benchmarks.md). ``"review"``: keep every label; the record marks every flagged
-        sample ``"review"`` for a person, whatever its confidence (those below the threshold
-        are the ones a machine should not decide).
+        below it: a smaller set whose labels are more often right (MNIST, 40 % noise,
+        ``threshold=0.9``: 99.77 % of the kept against 98.88 % after relabeling), though a model
+        trained on it scored lower (docs/benchmarks.md). ``"review"``: keep every label; the
+        record marks every flagged sample ``"review"`` for a person, whatever its confidence
+        (those below the threshold are the ones a machine should not decide).
     method : str, default="posterior"
         Ranking method of :func:`rank_label_issues`; ignored when ``issues`` is given.
     issues : pandas.DataFrame or None, default=None

@@ -1,8 +1,8 @@
 """ConvNetClassifier: a scikit-learn estimator around a small torch CNN for images.
 
-fit -> _initialize -> _fit_loop -> _run_epoch (or _run_epoch_semi) -> _train_step, each step small and overridable
-(skorch's shape). Inputs are grey or RGB arrays, flat vectors whose length is a square, or image
-file paths (decoded and resized once per call).
+fit -> _initialize -> _fit_loop -> _run_epoch (_run_epoch_semi with unlabeled rows) -> _train_step,
+each step small and overridable (skorch's shape). Inputs are grey or RGB arrays, flat vectors
+whose length is a square, or image file paths (decoded and resized once per call).
 """
 from __future__ import annotations
 
@@ -63,6 +63,13 @@ def one_cycle(total_steps: int, warmup: float = 0.25, start: float = 0.1, end: f
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _labeled_loss(logits, yb, wb):
+    """Cross-entropy, weighted per sample when weights are given."""
+    if wb is None:
+        return F.cross_entropy(logits, yb)
+    return (F.cross_entropy(logits, yb, reduction="none") * wb).sum() / wb.sum().clamp_min(1e-12)
 
 
 def _take(X, mask: np.ndarray):
@@ -594,12 +601,9 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
             yb = codes[idx].to(self.device_, non_blocking=True)
             logits = self.module_(torch.cat([xb, xs]))
             lab, strong = logits[:len(idx)], logits[len(idx):]
-            if weights is None:
-                loss = F.cross_entropy(lab, yb)
-            else:
-                wb = weights[idx].to(self.device_)
-                loss = (F.cross_entropy(lab, yb, reduction="none") * wb).sum() / wb.sum().clamp_min(1e-12)
-            loss = loss + float(self.semi_weight) * (F.cross_entropy(strong, pseudo, reduction="none") * mask).mean()
+            wb = None if weights is None else weights[idx].to(self.device_)
+            unlabeled_loss = (F.cross_entropy(strong, pseudo, reduction="none") * mask).mean()
+            loss = _labeled_loss(lab, yb, wb) + float(self.semi_weight) * unlabeled_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -614,10 +618,7 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
 
     def _train_step(self, xb, yb, wb, opt):
         logits = self.module_(xb)
-        if wb is None:
-            loss = F.cross_entropy(logits, yb)
-        else:
-            loss = (F.cross_entropy(logits, yb, reduction="none") * wb).sum() / wb.sum().clamp_min(1e-12)
+        loss = _labeled_loss(logits, yb, wb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -686,7 +687,10 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
-        state.setdefault("ema", None)  # models pickled before the parameter existed
+        # models pickled before these parameters existed
+        for key, value in (("ema", None), ("semi", None), ("unlabeled_ratio", 3), ("semi_threshold", 0.95),
+                           ("semi_weight", 1.0)):
+            state.setdefault(key, value)
         self.__dict__.update(state)
         if "module_" in state:
             self.device_ = resolve_device(self.device)
