@@ -33,7 +33,8 @@ from bench_selftrain import machine, write_docs  # noqa: E402
 from pseudolabel.crossval import out_of_fold_proba  # noqa: E402
 from pseudolabel.datasets import inject_noise, load_mnist  # noqa: E402
 from pseudolabel.issues import METHODS, fix_labels, rank_label_issues  # noqa: E402
-from pseudolabel.jobs.clean import DEFAULTS, build_estimator, detection_scores, fit_and_score, n_passes  # noqa: E402
+from pseudolabel.jobs.clean import (DEFAULTS, build_estimator, detection_scores, fit_and_score,  # noqa: E402
+                                   n_passes, pass_config)
 
 MARKER = "bench_clean"
 EXTRA = "extra, not part of the run: "
@@ -112,8 +113,8 @@ def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, l
         # and the last pass's probabilities are ranked against the given labels.
         fixed = fix_labels(y_noisy, proba, threshold=config["threshold"], method=DEFAULTS["method"])
         t0 = time.perf_counter()
-        proba = out_of_fold_proba(build_estimator(config), X, fixed, cv=args.folds, random_state=seed,
-                                  n_jobs=args.n_jobs, callback=on_fold)
+        proba = out_of_fold_proba(build_estimator(pass_config(config, p)), X, fixed, cv=args.folds,
+                                  random_state=seed, n_jobs=args.n_jobs, callback=on_fold)
         level["phases"][f"out-of-fold pass {p}"] = time.perf_counter() - t0
         level["passes"].append({"pass": p, "trained_on_correct": float(np.mean(fixed == y)),
                                 "oof_accuracy_true": float(np.mean(proba.argmax(1) == y))})
@@ -166,6 +167,9 @@ def tables(levels: list[dict], config: dict, cmd: str) -> str:
     recipe = ", ".join(f"{k} {config.get(k)}" for k in ("arch", "epochs", "eval_epochs", "batch_size", "lr",
                                                          "augment", "ema"))
     recipe += f"; passes {config.get('passes', 1)}"
+    if config.get("later_epochs") is not None or config.get("later_augment") is not None:
+        recipe += (f"; from pass 2 on: epochs {config.get('later_epochs') or config.get('epochs')}, "
+                   f"augment {config.get('later_augment') or config.get('augment')}")
     out = [f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
            f"CNN per fold ({config.get('folds')} folds) and for the test-accuracy models (eval_epochs): {recipe}; "
            f"fix threshold {config['threshold']}; "
@@ -224,6 +228,10 @@ def main() -> None:
     ap.add_argument("--passes", default=None,
                     help="Out-of-fold passes, or 'auto' (default: the clean job's): each further pass retrains "
                          "on the fixed labels and fixes again.")
+    ap.add_argument("--later-epochs", type=int, default=None,
+                    help="Epochs of the folds from pass 2 on (default: the clean job's).")
+    ap.add_argument("--later-augment", default=None, choices=["affine", "none"],
+                    help="Augmentation of the folds from pass 2 on (default: the clean job's).")
     ap.add_argument("--prune-threshold", type=float, default=0.9,
                     help="The prune policy's threshold: relabel the sure, drop every sample below it.")
     ap.add_argument("--write-docs", action="store_true")
@@ -250,7 +258,8 @@ def main() -> None:
         X, y = X[: args.limit], y[: args.limit]
     config = dict(DEFAULTS, seed=args.seed)
     config.update({k: v for k, v in (("epochs", args.epochs), ("arch", args.arch), ("threshold", args.threshold),
-                                     ("ema", args.ema)) if v is not None})
+                                     ("ema", args.ema), ("later_epochs", args.later_epochs),
+                                     ("later_augment", args.later_augment)) if v is not None})
     if args.no_ema:
         config["ema"] = None
     config["passes"] = args.passes

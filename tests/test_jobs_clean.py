@@ -116,7 +116,8 @@ def test_second_pass_trains_on_the_fixed_labels_and_resumes(tmp_path):
     result = _invoke(*args, "--out", out)
     assert result.exit_code == 0, result.output
     assert "passes auto: 2 (the first pass flagged at least 20% of the labels)" in result.stderr
-    assert re.search(r"pass 2/2: training the folds again on the labels pass 1 fixed \(\d+ changed\)", result.stderr)
+    assert re.search(r"pass 2/2: training the folds again on the labels pass 1 fixed \(\d+ changed\); "
+                     r"\d+ epochs, augmentation", result.stderr)
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     folds = [r for r in history if r["record"] == "fold"]
     assert [(r["pass"], r["fold"]) for r in folds] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
@@ -137,6 +138,19 @@ def test_second_pass_trains_on_the_fixed_labels_and_resumes(tmp_path):
     assert "fold 1/3: loaded from fold-0.joblib" in again.stderr
     assert "pass 2 fold 1/3: loaded from pass2-fold-0.joblib" in again.stderr
     assert again.stdout.strip().splitlines()[-2] == result.stdout.strip().splitlines()[-2]
+
+
+def test_later_passes_train_with_their_own_epochs_and_augmentation():
+    from pseudolabel.jobs.clean import build_estimator, check_config, pass_config
+
+    config = check_config({"data": "digits", "epochs": 3, "augment": None, "later_epochs": 7,
+                           "later_augment": "affine"})
+    first, later = build_estimator(pass_config(config, 1)), build_estimator(pass_config(config, 2))
+    assert (first.epochs, first.augment) == (3, None)
+    assert (later.epochs, later.augment) == (7, "affine")
+    off = check_config({"data": "digits", "augment": "affine", "later_augment": "none"})
+    assert build_estimator(pass_config(off, 2)).augment is None
+    assert build_estimator(pass_config(off, 1)).augment == "affine"
 
 
 @pytest.fixture
@@ -191,6 +205,7 @@ def test_bad_input_is_one_line_exit_2_and_the_run_directory_untouched(sim, tmp_p
         ["--data", "digits", "--folds", "1", "--out", out],
         ["--data", "digits", "--threshold", "2", "--out", out],
         ["--data", "digits", "--passes", "many", "--out", out],
+        ["--data", "digits", "--later-epochs", "-1", "--out", out],
         ["--data", tmp_path / "missing", "--out", out],
         ["--data", "digits", "--limit", "5", "--out", out],
         ["--data", "digits", "--out", tmp_path / "nothing", "--resume"],

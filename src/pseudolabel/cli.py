@@ -186,6 +186,10 @@ def demo(out):
               help="What happens to a confident suspect; prune also drops every sample whose best label is "
                    "below --threshold; review leaves every label to a person.")
 @click.option("--epochs", type=int, default=None, help="Epochs per fold (default: the recipe's).")
+@click.option("--later-epochs", type=int, default=None,
+              help="Epochs per fold from the second pass on (default: the recipe's).")
+@click.option("--later-augment", type=click.Choice(["affine", "none"]), default=None,
+              help="Augmentation of the folds from the second pass on (default: the recipe's).")
 @click.option("--min-steps", type=int, default=None,
               help="At least this many training steps per fold, for small data sets (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -200,8 +204,8 @@ def demo(out):
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Label store to record into (default: OUT/labels.db).")
 @friendly_errors
-def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epochs, min_steps, seed, limit, jobs,
-          threads, device, out, resume, store):
+def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epochs, later_epochs, later_augment,
+          min_steps, seed, limit, jobs, threads, device, out, resume, store):
     """Find labels that are probably wrong (out-of-fold predictions), and fix or flag them.
 
     Writes issues.csv (most suspicious first), grid.png (the top 25), labels.csv (given and new
@@ -219,8 +223,9 @@ def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epo
     from pseudolabel.jobs.clean import report_lines, run_clean
 
     config = dict(data=data, noise=noise, noise_kind=noise_kind, folds=folds, passes=passes, method=method,
-                  threshold=threshold, policy=policy, epochs=epochs, min_steps=min_steps, seed=seed, limit=limit,
-                  jobs=jobs, threads=threads, device=device)
+                  threshold=threshold, policy=policy, epochs=epochs, later_epochs=later_epochs,
+                  later_augment=later_augment, min_steps=min_steps, seed=seed, limit=limit, jobs=jobs,
+                  threads=threads, device=device)
     if store is not None:
         config["store"] = str(store)
     result = run_clean({k: v for k, v in config.items() if v is not None}, out, resume=resume)
