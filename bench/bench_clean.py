@@ -34,7 +34,7 @@ from pseudolabel.crossval import out_of_fold_proba  # noqa: E402
 from pseudolabel.datasets import inject_noise, load_mnist  # noqa: E402
 from pseudolabel.issues import METHODS, fix_labels, rank_label_issues  # noqa: E402
 from pseudolabel.jobs.clean import (DEFAULTS, build_estimator, detection_scores, fit_and_score,  # noqa: E402
-                                   n_passes, pass_config)
+                                   combine_passes, later_pass_labels, n_passes, pass_config)
 
 MARKER = "bench_clean"
 EXTRA = "extra, not part of the run: "
@@ -108,16 +108,22 @@ def run_level(rate: float, X, y, Xt, yt, config: dict, args, true_cache: dict, l
     level["oof_accuracy_true"] = float(np.mean(proba.argmax(1) == y))
     level["passes"] = []
     level["n_passes"] = n_passes(config, y_noisy, proba)
+    passes = [proba]
     for p in range(2, level["n_passes"] + 1):
-        # `pseudolabel clean --passes N`: the folds train again on the labels the pass before fixed,
-        # and the last pass's probabilities are ranked against the given labels.
-        fixed = fix_labels(y_noisy, proba, threshold=config["threshold"], method=DEFAULTS["method"])
+        # `pseudolabel clean --passes N`: the folds train again (the later passes' recipe, each label
+        # weighted by its posterior) on the labels the pass before fixed; what is ranked against the
+        # given labels is the passes' mean (the job's defaults; jobs.clean.later_pass_labels).
+        fixed, weights = later_pass_labels(config, y_noisy, proba)
         t0 = time.perf_counter()
-        proba = out_of_fold_proba(build_estimator(pass_config(config, p)), X, fixed, cv=args.folds,
-                                  random_state=seed, n_jobs=args.n_jobs, callback=on_fold)
+        passes.append(out_of_fold_proba(build_estimator(pass_config(config, p)), X, fixed, cv=args.folds,
+                                        random_state=seed, n_jobs=args.n_jobs, callback=on_fold,
+                                        sample_weight=weights))
+        proba = combine_passes(config, passes)
         level["phases"][f"out-of-fold pass {p}"] = time.perf_counter() - t0
         level["passes"].append({"pass": p, "trained_on_correct": float(np.mean(fixed == y)),
-                                "oof_accuracy_true": float(np.mean(proba.argmax(1) == y))})
+                                "oof_accuracy_true": float(np.mean(passes[-1].argmax(1) == y)),
+                                "combined_accuracy_true": float(np.mean(proba.argmax(1) == y)),
+                                "weighted": weights is not None, "averaged": bool(config.get("average_passes"))})
         log(f"  noise {rate:g}: pass {p}: trained on {level['passes'][-1]['trained_on_correct']:.4f} correct "
             f"labels, out-of-fold accuracy {level['passes'][-1]['oof_accuracy_true']:.4f}")
     if args.save_proba:
@@ -170,6 +176,9 @@ def tables(levels: list[dict], config: dict, cmd: str) -> str:
     if config.get("later_epochs") is not None or config.get("later_augment") is not None:
         recipe += (f"; from pass 2 on: epochs {config.get('later_epochs') or config.get('epochs')}, "
                    f"augment {config.get('later_augment') or config.get('augment')}")
+    if config.get("later_weighted") or config.get("average_passes"):
+        recipe += (f"; later passes' labels weighted by their posterior: {bool(config.get('later_weighted'))}; "
+                   f"passes averaged: {bool(config.get('average_passes'))}")
     out = [f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
            f"CNN per fold ({config.get('folds')} folds) and for the test-accuracy models (eval_epochs): {recipe}; "
            f"fix threshold {config['threshold']}; "
@@ -189,10 +198,14 @@ def tables(levels: list[dict], config: dict, cmd: str) -> str:
                        f"| {r['correct_relabel_all'] * 100:.2f} % | {r['dropped']} | {r['correct_drop'] * 100:.2f} % "
                        f"| {r['pruned']} | {r['correct_prune'] * 100:.2f} % |")
         for ps in lv.get("passes", []):
+            how = " (each label weighted by its posterior)" if ps.get("weighted") else ""
+            ranked = (f"the mean of the passes' probabilities (out-of-fold accuracy "
+                      f"{ps['combined_accuracy_true'] * 100:.2f} %)" if ps.get("averaged")
+                      else "this last pass's probabilities")
             out.append(f"\nPass {ps['pass']}: the folds trained again on the labels the pass before fixed "
-                       f"({ps['trained_on_correct'] * 100:.2f} % correct); its out-of-fold accuracy against the true "
-                       f"labels {ps['oof_accuracy_true'] * 100:.2f} %. The rows above rank the given labels with "
-                       "this last pass's probabilities.")
+                       f"({ps['trained_on_correct'] * 100:.2f} % correct){how}; its out-of-fold accuracy against "
+                       f"the true labels {ps['oof_accuracy_true'] * 100:.2f} %. The rows above rank the given "
+                       f"labels with {ranked}.")
         out += ["", "| trained on | seed | test accuracy | fit (s) |", "|---|---|---|---|"]
         for what, acc in lv["test"].items():
             secs = lv["fit_s"].get(what)

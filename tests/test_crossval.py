@@ -69,6 +69,24 @@ def test_digits_probabilities_are_out_of_fold_and_useful(digits_flat, seed):
     assert proba[np.arange(len(y)), y].mean() < in_sample[np.arange(len(y)), y].mean()
 
 
+def test_sample_weight_reaches_each_fold_and_can_silence_wrong_labels(digits_flat, seed):
+    """Down-weighting the rows whose labels were corrupted brings the out-of-fold predictions
+    back toward the truth; the weights of a fold's training rows reach its model."""
+    from pseudolabel import inject_noise
+
+    X, y = digits_flat
+    noisy_y, noisy = inject_noise(y, 0.3, random_state=seed, n_classes=10)
+    model = LogisticRegression(max_iter=500)
+    plain = out_of_fold_proba(model, X, noisy_y, cv=3, random_state=seed)
+    trusted = np.where(noisy, 1e-3, 1.0)
+    weighted = out_of_fold_proba(model, X, noisy_y, cv=3, random_state=seed, sample_weight=trusted)
+    assert np.mean(weighted.argmax(1) == y) > np.mean(plain.argmax(1) == y) + 0.02
+    same = out_of_fold_proba(model, X, noisy_y, cv=3, random_state=seed, sample_weight=np.ones(len(y)))
+    np.testing.assert_allclose(same, plain, atol=1e-6)
+    with pytest.raises(InputError, match="sample_weight is length 10 and y is length"):
+        out_of_fold_proba(model, X, noisy_y, sample_weight=np.ones(10))
+
+
 def test_every_sample_is_predicted_by_a_model_that_never_saw_it(seed):
     y = np.repeat(np.arange(4), 25)
     X = np.c_[np.arange(len(y)), np.zeros(len(y))]

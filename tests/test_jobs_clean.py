@@ -117,7 +117,7 @@ def test_second_pass_trains_on_the_fixed_labels_and_resumes(tmp_path):
     assert result.exit_code == 0, result.output
     assert "passes auto: 2 (the first pass flagged at least 20% of the labels)" in result.stderr
     assert re.search(r"pass 2/2: training the folds again on the labels pass 1 fixed \(\d+ changed\); "
-                     r"\d+ epochs, augmentation", result.stderr)
+                     r"\d+ epochs, augmentation affine, each label weighted by its posterior", result.stderr)
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     folds = [r for r in history if r["record"] == "fold"]
     assert [(r["pass"], r["fold"]) for r in folds] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
@@ -151,6 +151,31 @@ def test_later_passes_train_with_their_own_epochs_and_augmentation():
     off = check_config({"data": "digits", "augment": "affine", "later_augment": "none"})
     assert build_estimator(pass_config(off, 2)).augment is None
     assert build_estimator(pass_config(off, 1)).augment == "affine"
+
+
+def test_later_passes_weigh_labels_by_their_posterior_and_average_the_passes(digits):
+    """The weights of a later pass are each fixed label's posterior: lower on the labels that are
+    still wrong than on the right ones; averaging passes is their mean, switched off it is the last."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pseudolabel import inject_noise, out_of_fold_proba
+    from pseudolabel.jobs.clean import check_config, combine_passes, later_pass_labels
+
+    images, y = digits
+    X = images.reshape(len(y), -1) / 16.0
+    noisy_y, _ = inject_noise(y, 0.3, random_state=0, n_classes=10)
+    proba = out_of_fold_proba(LogisticRegression(max_iter=500), X, noisy_y, cv=3, random_state=0)
+    config = check_config({"data": "digits"})
+    fixed, weights = later_pass_labels(config, noisy_y, proba)
+    assert np.mean(fixed == y) > np.mean(noisy_y == y)
+    assert weights.shape == fixed.shape and np.all((weights > 0) & (weights <= 1))
+    assert weights[fixed != y].mean() < weights[fixed == y].mean() - 0.1
+    unweighted = later_pass_labels({**config, "later_weighted": False}, noisy_y, proba)
+    np.testing.assert_array_equal(unweighted[0], fixed)
+    assert unweighted[1] is None
+    other = np.roll(proba, 1, axis=0)
+    np.testing.assert_allclose(combine_passes(config, [proba, other]), (proba + other) / 2)
+    assert combine_passes({**config, "average_passes": False}, [proba, other]) is other
 
 
 @pytest.fixture

@@ -190,6 +190,10 @@ def demo(out):
               help="Epochs per fold from the second pass on (default: the recipe's).")
 @click.option("--later-augment", type=click.Choice(["affine", "none"]), default=None,
               help="Augmentation of the folds from the second pass on (default: the recipe's).")
+@click.option("--later-weighted/--later-unweighted", default=None,
+              help="Weigh each label of a later pass by its posterior (default: weighted).")
+@click.option("--average-passes/--last-pass", default=None,
+              help="Rank with the mean of the passes' probabilities, or the last pass's (default: the mean).")
 @click.option("--min-steps", type=int, default=None,
               help="At least this many training steps per fold, for small data sets (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -205,7 +209,7 @@ def demo(out):
               help="Label store to record into (default: OUT/labels.db).")
 @friendly_errors
 def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epochs, later_epochs, later_augment,
-          min_steps, seed, limit, jobs, threads, device, out, resume, store):
+          later_weighted, average_passes, min_steps, seed, limit, jobs, threads, device, out, resume, store):
     """Find labels that are probably wrong (out-of-fold predictions), and fix or flag them.
 
     Writes issues.csv (most suspicious first), grid.png (the top 25), labels.csv (given and new
@@ -224,7 +228,8 @@ def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epo
 
     config = dict(data=data, noise=noise, noise_kind=noise_kind, folds=folds, passes=passes, method=method,
                   threshold=threshold, policy=policy, epochs=epochs, later_epochs=later_epochs,
-                  later_augment=later_augment, min_steps=min_steps, seed=seed, limit=limit, jobs=jobs,
+                  later_augment=later_augment, later_weighted=later_weighted, average_passes=average_passes,
+                  min_steps=min_steps, seed=seed, limit=limit, jobs=jobs,
                   threads=threads, device=device)
     if store is not None:
         config["store"] = str(store)

@@ -36,6 +36,7 @@ def out_of_fold_proba(
     n_jobs: Optional[int] = None,
     verbose: int = 0,
     callback: Optional[FoldCallback] = None,
+    sample_weight=None,
 ) -> np.ndarray:
     """Predict class probabilities for every sample with a model that was not trained on it.
 
@@ -68,6 +69,9 @@ def out_of_fold_proba(
         Called as ``callback(fold_index, n_folds, info)`` after each fold, in fold order, with
         ``info`` a dict: ``fold``, ``n_train``, ``n_test``, ``accuracy`` (on the held-out
         fold, against the given labels) and ``seconds``.
+    sample_weight : array-like of shape (n_samples,) or None, default=None
+        Passed, for the training rows of each fold, to ``estimator.fit(..., sample_weight=)``
+        (e.g. how much each label is trusted).
 
     Returns
     -------
@@ -86,6 +90,9 @@ def out_of_fold_proba(
     (1797, 10)
     """
     y = _check_inputs(estimator, X, y)
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        check_same_length("sample_weight", sample_weight, "y", y)
     classes, counts = np.unique(y, return_counts=True)
     splits = _make_splits(X, y, classes, counts, cv, random_state)
     n_folds = len(splits)
@@ -93,7 +100,7 @@ def out_of_fold_proba(
     proba = np.zeros((len(y), len(classes)), dtype=np.float64)
     # An ordered generator lets the caller see progress as folds finish, in fold order.
     results = Parallel(n_jobs=n_jobs, verbose=verbose, return_as="generator")(
-        delayed(_fit_predict_fold)(clone(estimator), X, y, train, test, classes)
+        delayed(_fit_predict_fold)(clone(estimator), X, y, train, test, classes, sample_weight)
         for train, test in splits
     )
     for fold, ((_, test), (fold_proba, seconds)) in enumerate(zip(splits, results)):
@@ -180,10 +187,12 @@ def _make_splits(X, y, classes, counts, cv, random_state) -> list[tuple[np.ndarr
     return [(train, test) for train, test in skf.split(np.zeros(len(y)), y)]
 
 
-def _fit_predict_fold(estimator, X, y, train, test, classes) -> tuple[np.ndarray, float]:
-    """Fit on `train`, predict `test`, and put the columns where `classes` says they belong."""
+def _fit_predict_fold(estimator, X, y, train, test, classes, sample_weight=None) -> tuple[np.ndarray, float]:
+    """Fit on `train` (with its rows of `sample_weight`, if given), predict `test`, and put the
+    columns where `classes` says they belong."""
     start = time.perf_counter()
-    estimator.fit(_safe_indexing(X, train), y[train])
+    fit_params = {} if sample_weight is None else {"sample_weight": sample_weight[train]}
+    estimator.fit(_safe_indexing(X, train), y[train], **fit_params)
     fold_proba = np.asarray(estimator.predict_proba(_safe_indexing(X, test)), dtype=np.float64)
     fitted_classes = getattr(estimator, "classes_", None)
     if fitted_classes is None:
