@@ -184,6 +184,8 @@ def tables(levels: list[dict], config: dict, cmd: str) -> str:
            f"fix threshold {config['threshold']}; "
            f"the job's default method: {DEFAULTS['method']}.", ""]
     for lv in levels:
+        if lv.get("command") and lv["command"] != cmd:
+            out += [f"This level: `{lv['command']}`", ""]
         out += [f"**{lv['noise']:.0%} symmetric noise** ({lv['n_noisy']} of {lv['n']} labels wrong; seed {lv['seed']}; "
                 f"out-of-fold accuracy against the true labels {lv['oof_accuracy_true'] * 100:.2f} %; "
                 f"out-of-fold passes run: {lv.get('n_passes', 1)})", "",
@@ -249,12 +251,20 @@ def main() -> None:
                     help="The prune policy's threshold: relabel the sure, drop every sample below it.")
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--from-json", default=None,
-                    help="Print (and with --write-docs write) the tables of an earlier run's clean.json; runs nothing.")
+                    help="Print (and with --write-docs write) the tables of earlier runs' clean.json files "
+                         "(comma-separated; a later file's noise level replaces an earlier's); runs nothing.")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = ap.parse_args()
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        show(saved["levels"], saved["config"], saved["command"], args.write_docs)
+        # Several files (comma-separated): a later file's level replaces an earlier one's of the
+        # same noise rate (a re-run supersedes); the header names the commands and the last recipe.
+        runs = [json.loads(Path(f).read_text()) for f in args.from_json.split(",")]
+        by_rate = {}
+        for r in runs:
+            by_rate.update({lv["noise"]: dict(lv, command=r["command"]) for lv in r["levels"]})
+        levels = [by_rate[k] for k in sorted(by_rate)]
+        used = list(dict.fromkeys(lv["command"] for lv in levels))
+        show(levels, runs[-1]["config"], "; ".join(used), args.write_docs)
         return
     args.passes = args.passes or DEFAULTS["passes"]
     args.passes = int(args.passes) if str(args.passes).isdigit() else args.passes
