@@ -85,6 +85,9 @@ def test_sample_weight_reaches_each_fold_and_can_silence_wrong_labels(digits_fla
     np.testing.assert_allclose(same, plain, atol=1e-6)
     with pytest.raises(InputError, match="sample_weight is length 10 and y is length"):
         out_of_fold_proba(model, X, noisy_y, sample_weight=np.ones(10))
+    for bad in (np.full(len(y), -1.0), np.r_[np.nan, np.ones(len(y) - 1)]):
+        with pytest.raises(InputError, match="^sample_weight (must be one non-negative|contains NaN)"):
+            out_of_fold_proba(model, X, noisy_y, sample_weight=bad)
 
 
 def test_every_sample_is_predicted_by_a_model_that_never_saw_it(seed):

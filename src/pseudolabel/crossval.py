@@ -93,6 +93,10 @@ def out_of_fold_proba(
     if sample_weight is not None:
         sample_weight = np.asarray(sample_weight, dtype=np.float64)
         check_same_length("sample_weight", sample_weight, "y", y)
+        check_finite(sample_weight, "sample_weight")
+        if sample_weight.ndim != 1 or (sample_weight < 0).any():
+            raise InputError(f"sample_weight must be one non-negative weight per sample, got shape "
+                             f"{sample_weight.shape} with minimum {sample_weight.min():g}; pass weights >= 0.")
     classes, counts = np.unique(y, return_counts=True)
     splits = _make_splits(X, y, classes, counts, cv, random_state)
     n_folds = len(splits)

@@ -145,12 +145,11 @@ def check_config(config: dict) -> dict:
                          "on the labels the first pass fixed.")
     for name in ("later_weighted", "average_passes"):
         if not isinstance(config[name], (bool, np.bool_)):
-            raise InputError(f"{name} must be True or False, got {config[name]!r}.")
-    if config["later_augment"] not in (None, "affine", "none"):
+            raise InputError(f"{name} must be True or False, got {config[name]!r}; on the command line "
+                             "use --later-weighted/--later-unweighted or --average-passes/--last-pass.")
+    if config["later_augment"] not in ("affine", "none"):
         raise InputError(f"--later-augment must be 'affine' or 'none', got {config['later_augment']!r}.")
     for name in ("epochs", "eval_epochs", "min_steps", "later_epochs"):
-        if name == "later_epochs" and config[name] is None:
-            continue
         if isinstance(config[name], bool) or not isinstance(config[name], int) or config[name] < 0:
             flag = "eval_epochs (the test-accuracy models' epochs)" if name == "eval_epochs" else \
                 f"--{name.replace('_', '-')}"
