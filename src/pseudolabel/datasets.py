@@ -15,14 +15,20 @@ import struct
 import tempfile
 import urllib.request
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+import sklearn.datasets
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
 
 from pseudolabel._validation import check_labels
-from pseudolabel.exceptions import DataError, InputError
+from pseudolabel.dataset import Dataset
+from pseudolabel.exceptions import DataError, InputError, one_line
+from pseudolabel.imagefolder import (  # noqa: F401  (re-exported: the public path of image folders)
+    IMAGE_EXTENSIONS, UNLABELED_FOLDERS, load_image_folder, read_images,
+)
 
 __all__ = [
     "Dataset", "load_mnist", "read_idx", "load_digits", "load_image_folder", "read_images",
@@ -44,44 +50,6 @@ MNIST_SHA256 = {
 _MNIST_PARTS = dict(zip(("x_train", "y_train", "x_test", "y_test"), MNIST_SHA256))
 _DOWNLOAD_TIMEOUT_S = 60
 _CHUNK = 1 << 16
-
-
-@dataclass
-class Dataset:
-    """Samples, labels (-1 = unlabeled), stable item ids and class names, as the loaders return them.
-
-    ``X`` holds images, (n, H, W) or (n, H, W, C), or for image folders a 1-D object array of
-    absolute file paths (decode them with :func:`read_images`). ``classes[k]`` names label ``k``.
-    ``X_test``/``y_test`` are a held-out split where the source has one (MNIST, digits), else None.
-    ``source`` names where the images can be read again (an .npz file, an image folder or
-    ``"digits"``; None for IDX files) and ``locations`` where each training sample lives in it
-    (``"x_train:17"``, a relative path), so a label store's review page can show the images.
-
-    Examples
-    --------
-    >>> ds = load_digits()
-    >>> ds.X.shape[1:], ds.classes[:3], ds.items[0]
-    ((8, 8), ['0', '1', '2'], 'train/0')
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    items: list[str]
-    classes: list[str]
-    X_test: np.ndarray | None = None
-    y_test: np.ndarray | None = None
-    name: str = ""
-    root: Path | None = None
-    items_test: list[str] | None = None
-    source: str | None = None
-    locations: list[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _array_items(prefix: str, n: int) -> list:
@@ -131,7 +99,7 @@ def read_idx(path) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"IDX file {path} does not exist; check the path.") from None
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"cannot read IDX file {path}: {_one_line(err)}; {fix}.") from None
+        raise DataError(f"cannot read IDX file {path}: {one_line(err)}; {fix}.") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}); {fix}.")
     dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
@@ -174,7 +142,7 @@ def _read_npz(path: Path, keys: Iterable[str] | None = None) -> dict:
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; check the path.") from None
     except Exception as err:  # zipfile.BadZipFile, ValueError (pickled arrays), OSError ...
-        raise DataError(f"cannot read {path} as .npz: {_one_line(err)}; save it with numpy.savez.") from None
+        raise DataError(f"cannot read {path} as .npz: {one_line(err)}; save it with numpy.savez.") from None
     missing = [k for k in (keys or ()) if k not in arrays]
     if missing:
         raise DataError(
@@ -245,7 +213,7 @@ def _download_mnist(folder: Path, mirrors: Sequence[str], sha256: dict, progress
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as err:
         raise DataError(
-            f"cannot write MNIST into the cache folder {folder}: {_one_line(err)}; "
+            f"cannot write MNIST into the cache folder {folder}: {one_line(err)}; "
             "pass cache_dir= (or set XDG_CACHE_HOME) to a writable folder."
         ) from None
     for gz_name in _MNIST_PARTS.values():
@@ -262,7 +230,7 @@ def _download_mnist(folder: Path, mirrors: Sequence[str], sha256: dict, progress
                 failures.append(f"{url}: {err}")
                 checksum = True
             except (OSError, http.client.HTTPException, ValueError) as err:  # URLError is an OSError
-                failures.append(f"{url}: {_one_line(err)}")
+                failures.append(f"{url}: {one_line(err)}")
         else:
             raise DataError(
                 f"could not download {gz_name} into {folder} "
@@ -362,10 +330,7 @@ def load_digits() -> Dataset:
     >>> len(ds), len(ds.y_test), ds.X.dtype
     (1347, 450, dtype('float32'))
     """
-    from sklearn.datasets import load_digits as _sk_load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = _sk_load_digits()
+    bunch = sklearn.datasets.load_digits()
     images, target = bunch.images.astype(np.float32), bunch.target.astype(np.int64)
     # Split the row numbers along: a sample's location is its row in the bundled images.
     X, X_test, y, y_test, rows, _ = train_test_split(images, target, np.arange(len(target)), test_size=0.25,
@@ -492,8 +457,6 @@ def inject_noise(y, rate: float | None, *, kind="symmetric", random_state=None,
     >>> int(mask.sum()), bool(((y_noisy != [0, 1, 2, 3] * 25) == mask).all())
     (10, True)
     """
-    from sklearn.utils import check_random_state
-
     y = check_labels(y, allow_unlabeled=False)
     top = int(y.max()) + 1 if y.size else 0
     matrix = None
@@ -543,8 +506,3 @@ def inject_noise(y, rate: float | None, *, kind="symmetric", random_state=None,
         y_noisy[chosen] = (y[chosen] + rng.randint(1, k, size=n_flip)) % k
     return y_noisy, y_noisy != y
 
-
-# Image folders live in their own module; imported last because it builds on Dataset above.
-from pseudolabel.imagefolder import (  # noqa: E402
-    IMAGE_EXTENSIONS, UNLABELED_FOLDERS, load_image_folder, read_images,
-)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
+__all__ = ["PseudolabelError", "InputError", "DataError", "RunDirectoryError", "StoreError", "NotFittedError",
+           "one_line"]
+
 
 class PseudolabelError(Exception):
     """Base class of every error pseudolabel raises on purpose."""
@@ -29,3 +32,21 @@ class StoreError(PseudolabelError):
 
 class NotFittedError(PseudolabelError, _SkNotFittedError):
     """An estimator was used before `fit`."""
+
+
+def one_line(message) -> str:
+    r"""A message, or an exception's message, with its whitespace and line breaks squeezed into one line.
+
+    An exception without a message gives its type's name, so an error never reads as empty.
+
+    Examples
+    --------
+    >>> one_line(OSError("disk\n  full"))
+    'disk full'
+    >>> one_line(KeyError())
+    'KeyError'
+    """
+    text = " ".join(str(message).split())
+    if not text and isinstance(message, BaseException):
+        return type(message).__name__
+    return text

@@ -1,6 +1,7 @@
 """Image folders in fastai's layout (class = parent folder name), CSV manifests, and fast image decoding.
 
-Split from :mod:`pseudolabel.datasets`, which re-exports :func:`load_image_folder` and :func:`read_images`.
+:mod:`pseudolabel.datasets` re-exports :func:`load_image_folder` and :func:`read_images`; this module
+does not import it (the :class:`~pseudolabel.dataset.Dataset` both build lives in :mod:`pseudolabel.dataset`).
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
-from pseudolabel.datasets import Dataset, _one_line
-from pseudolabel.exceptions import DataError, InputError
+from pseudolabel.dataset import Dataset
+from pseudolabel.exceptions import DataError, InputError, one_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 UNLABELED_FOLDERS = ("unlabeled", "_unlabeled")
+
 
 def _class_order(names: Iterable[str]) -> list:
     names = set(names)
@@ -35,7 +38,7 @@ def _read_manifest(manifest: Path, root: Path, found: dict) -> dict:
             reader.fieldnames = columns
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"cannot read manifest {manifest}: {_one_line(err)}; save it as UTF-8 CSV.") from None
+        raise DataError(f"cannot read manifest {manifest}: {one_line(err)}; save it as UTF-8 CSV.") from None
     if "path" not in columns or "label" not in columns:
         raise DataError(
             f"manifest {manifest} has columns {columns}, expected 'path' and 'label'; "
@@ -130,8 +133,6 @@ _MODE_ALIASES = {"l": "L", "grey": "L", "gray": "L", "rgb": "RGB"}
 
 def _open_image(p: str, mode: str, size: tuple | None) -> tuple[np.ndarray, bool]:
     """Decode one file as mode, resized to size (h, w); also say whether the file itself is grey."""
-    from PIL import Image
-
     with Image.open(p) as img:
         grey = img.mode in _GREY_MODES
         h, w = size or (img.height, img.width)
@@ -147,7 +148,7 @@ def _open_image(p: str, mode: str, size: tuple | None) -> tuple[np.ndarray, bool
 
 
 def _image_error(p, err: BaseException) -> DataError:
-    return DataError(f"cannot read image {p}: {_one_line(err)}; remove or replace it.")
+    return DataError(f"cannot read image {p}: {one_line(err)}; remove or replace it.")
 
 
 def _decode(p: str, mode: str, size: tuple | None) -> tuple[np.ndarray, bool]:

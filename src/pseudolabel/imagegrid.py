@@ -12,6 +12,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
 
 from pseudolabel._validation import check_same_length
 from pseudolabel.exceptions import DataError, InputError
@@ -62,6 +63,7 @@ def save_image_grid(
     >>> save_image_grid(np.eye(8)[None].repeat(3, 0), ["a", "b", "c"], out, ncols=3).name
     'grid.png'
     """
+    # matplotlib takes most of a second to import: loaded when a grid is drawn, not with the module.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -213,8 +215,6 @@ def _as_image(image, index: int) -> np.ndarray:
 
 
 def _read_image(path: PathLike) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             if img.mode in ("RGB", "RGBA"):

@@ -23,7 +23,15 @@ _STYLES = ["-", "--", ":", "-."]
 _DPI = 110
 
 
+def _colormap(name: str):
+    # matplotlib takes most of a second to import: loaded when a figure is drawn, not with the module.
+    from matplotlib import colormaps
+
+    return colormaps[name]
+
+
 def _figure(n_panels: int, *, panel_size=(4.6, 3.4), ncols: int = 3):
+    # matplotlib takes most of a second to import: loaded when a figure is drawn, not with the module.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -69,9 +77,7 @@ class _Styler:
         self.modes = list(dict.fromkeys(curves["mode"]))
         keys = list(dict.fromkeys(zip(curves["source"], curves["threshold"])))
         cmap_name = "tab10" if len(keys) <= 10 else "tab20"
-        from matplotlib import colormaps
-
-        cmap = colormaps[cmap_name]
+        cmap = _colormap(cmap_name)
         self.colors = {k: cmap(i % cmap.N) for i, k in enumerate(keys)}
 
     def __call__(self, source, mode, threshold) -> dict:
@@ -209,9 +215,7 @@ def plot_improvement(improvement: pd.DataFrame, path) -> Optional[Path]:
     several_sources = rows["source"].nunique() > 1
     several_modes = rows["mode"].nunique() > 1
     rounds = sorted(rows["round"].unique())
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
+    cmap = _colormap("viridis")
     colors = {r: cmap(0.9 * i / max(1, len(rounds) - 1)) for i, r in enumerate(rounds)}
     fig, axes = _figure(len(panel_keys))
     for ax, (labeled, source, mode) in zip(axes, panel_keys):
@@ -259,9 +263,7 @@ def plot_precision_recall_at_k(curves: Mapping[str, pd.DataFrame], path,
     if not curves:
         return None
     fig, axes = _figure(2, panel_size=(4.8, 3.4), ncols=2)
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
+    cmap = _colormap("tab10")
     for i, (name, frame) in enumerate(curves.items()):
         color = cmap(i % 10)
         label = name if len(curves) > 1 else None

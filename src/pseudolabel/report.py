@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from pseudolabel import plots
-from pseudolabel.exceptions import InputError, RunDirectoryError
-from pseudolabel.runs import RunDirectory, _now, atomic_write
+from pseudolabel.exceptions import InputError, RunDirectoryError, one_line
+from pseudolabel.runs import RunDirectory, atomic_write, now_iso
 from pseudolabel.tables import (
-    ISSUES, RunInfo, decision_counts, display_results, flagged_mask, one_line, improvement_summary,
+    ISSUES, RunInfo, decision_counts, display_results, flagged_mask, improvement_summary,
     load_history_frame, open_run, precision_recall_at_k, results_table, rounds_table, markdown_table,
     suggestion_confusion, summarize_rounds,
 )
@@ -319,7 +319,7 @@ def write_report(runs: Sequence, out=None, *, say=lambda m: None) -> Path:
             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             f"<p class=\"meta\">{len(infos)} run(s): "
             + ", ".join(f"{html.escape(i.name)} ({i.job})" for i in infos)
-            + f". Written {_now()} by pseudolabel.</p>" + _notes(notes) + "".join(body) + "</body></html>")
+            + f". Written {now_iso()} by pseudolabel.</p>" + _notes(notes) + "".join(body) + "</body></html>")
     atomic_write(html_path, page)
     say(f"wrote {html_path}")
     return html_path

@@ -1,4 +1,5 @@
-"""A run directory: config.json, history.jsonl appended each round, history.csv, checkpoints, status.
+"""A run directory: config.json, history.jsonl appended each round, history.csv, checkpoints, status;
+a sweep's directory also holds sweep.json and one run directory per cell under cells/.
 
 Writes are atomic (temporary file, then rename) so a killed run never leaves a half-written file,
 and an existing run is never overwritten: continuing one takes ``resume=True``.
@@ -6,12 +7,16 @@ and an existing run is never overwritten: continuing one takes ``resume=True``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import joblib
+import numpy as np
 
 from pseudolabel.exceptions import RunDirectoryError
 
@@ -20,22 +25,29 @@ HISTORY = "history.jsonl"
 HISTORY_CSV = "history.csv"
 CHECKPOINT = "checkpoint.joblib"
 STATUS = "status.json"
+SWEEP_FILE = "sweep.json"  # a sweep's grid: its settings and cells
+CELLS = "cells"  # a sweep's folder of cell run directories, one per cell name
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """The time now in UTC, ISO 8601 to the second: ``'2024-05-01T12:00:00+00:00'``."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _jsonable(obj: Any):
-    """numpy scalars and arrays, Paths and NaN to plain JSON values."""
-    import numpy as np
+def jsonable(obj: Any):
+    """numpy scalars and arrays, Paths and NaN to plain JSON values.
 
+    Examples
+    --------
+    >>> jsonable({"a": np.float32(0.5), "b": np.arange(2), "c": float("nan"), "d": Path("x")})
+    {'a': 0.5, 'b': [0, 1], 'c': None, 'd': 'x'}
+    """
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and obj != obj:
@@ -95,7 +107,7 @@ class RunDirectory:
                 raise RunDirectoryError(
                     f"{p} holds a '{saved.get('job')}' run, not '{job}'; resume it with 'pseudolabel {saved.get('job')}'."
                 )
-            run.set_status("running", resumed_at=_now())
+            run.set_status("running", resumed_at=now_iso())
             return run
         if has_run:
             raise RunDirectoryError(
@@ -107,8 +119,8 @@ class RunDirectory:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunDirectoryError(f"cannot create run directory {p}: {exc.strerror}; choose another --out.") from exc
-        full = {"job": job, "created_at": _now(), **config}
-        atomic_write(p / CONFIG, json.dumps(_jsonable(full), indent=2))
+        full = {"job": job, "created_at": now_iso(), **config}
+        atomic_write(p / CONFIG, json.dumps(jsonable(full), indent=2))
         run.set_status("running")
         return run
 
@@ -122,8 +134,8 @@ class RunDirectory:
     # -- status -------------------------------------------------------------------------------
     def set_status(self, state: str, **extra) -> None:
         status = self.status
-        status.update({"state": state, "updated_at": _now(), **extra})
-        atomic_write(self.path / STATUS, json.dumps(_jsonable(status), indent=2))
+        status.update({"state": state, "updated_at": now_iso(), **extra})
+        atomic_write(self.path / STATUS, json.dumps(jsonable(status), indent=2))
 
     @property
     def status(self) -> dict:
@@ -135,7 +147,7 @@ class RunDirectory:
     # -- history ------------------------------------------------------------------------------
     def append_history(self, record: dict) -> None:
         """Append one record as a JSON line, flushed to disk before returning."""
-        line = json.dumps(_jsonable(record)) + "\n"
+        line = json.dumps(jsonable(record)) + "\n"
         with open(self.path / HISTORY, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
@@ -156,7 +168,7 @@ class RunDirectory:
 
     def rewrite_history(self, records: list[dict]) -> None:
         """Replace history.jsonl, e.g. to drop rounds after the checkpoint a run resumes from."""
-        atomic_write(self.path / HISTORY, "".join(json.dumps(_jsonable(r)) + "\n" for r in records))
+        atomic_write(self.path / HISTORY, "".join(json.dumps(jsonable(r)) + "\n" for r in records))
 
     def write_history_csv(self, records: list[dict] | None = None) -> Path:
         records = self.read_history() if records is None else records
@@ -164,8 +176,6 @@ class RunDirectory:
         for r in records:
             cols += [k for k in r if k not in cols]
         lines = [cols] + [["" if r.get(c) is None else r.get(c) for c in cols] for r in records]
-        import io
-
         buf = io.StringIO()
         csv.writer(buf).writerows(lines)
         atomic_write(self.path / HISTORY_CSV, buf.getvalue())
@@ -173,21 +183,24 @@ class RunDirectory:
 
     # -- files and checkpoints ----------------------------------------------------------------
     def write_json(self, name: str, obj) -> Path:
-        atomic_write(self.path / name, json.dumps(_jsonable(obj), indent=2))
+        atomic_write(self.path / name, json.dumps(jsonable(obj), indent=2))
         return self.path / name
 
+    def read_json(self, name: str):
+        """The JSON file ``name`` of the run, e.g. a sweep's :data:`SWEEP_FILE`; RunDirectoryError when
+        it is missing or damaged."""
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunDirectoryError(f"cannot read {path}: {exc}; is {self.path} the right run directory?") from exc
+
     def save_checkpoint(self, state: dict, name: str = CHECKPOINT) -> None:
-        import io
-
-        import joblib
-
         buf = io.BytesIO()
         joblib.dump(state, buf)
         atomic_write(self.path / name, buf.getvalue())
 
     def load_checkpoint(self, name: str = CHECKPOINT) -> dict | None:
-        import joblib
-
         path = self.path / name
         if not path.exists():
             return None

@@ -16,11 +16,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from pseudolabel.exceptions import InputError, RunDirectoryError
-from pseudolabel.runs import CONFIG, RunDirectory
+from pseudolabel.exceptions import InputError, RunDirectoryError, one_line
+from pseudolabel.runs import CELLS, CONFIG, SWEEP_FILE, RunDirectory
 
 __all__ = ["RunInfo", "open_run", "load_history_frame", "summarize_rounds", "improvement_summary", "results_table",
-           "rounds_table", "markdown_table", "precision_recall_at_k", "suggestion_confusion"]
+           "rounds_table", "markdown_table", "precision_recall_at_k", "suggestion_confusion", "threshold_label",
+           "mode_of"]
 
 STATE_METRICS = ("test_accuracy", "train_label_accuracy", "n_labeled", "n_pseudo")
 ROUND_METRICS = STATE_METRICS + ("n_added", "high_conf_accuracy", "low_conf_accuracy", "pool_accuracy",
@@ -42,8 +43,20 @@ class RunInfo:
     notes: list = field(default_factory=list)
 
 
-def one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def threshold_label(value) -> str:
+    """``0.99`` -> ``"0.99"``; ``[0.99, 0.95]`` -> ``"0.99>0.95"`` (the sweep's axis syntax)."""
+    if isinstance(value, (list, tuple)):
+        return ">".join(f"{float(v):g}" for v in value)
+    return f"{float(value):g}"
+
+
+def mode_of(config: dict) -> str:
+    """The mode string of a run's config: ``keep`` or ``relabel``, then ``+quota=N`` when the run has
+    a class quota (the inverse of :func:`pseudolabel.jobs.sweep.parse_mode`)."""
+    mode = "relabel" if config.get("relabel") else "keep"
+    if config.get("class_quota"):
+        mode += f"+quota={int(config['class_quota'])}"
+    return mode
 
 
 def _state_note(info_status: dict, what: str) -> str | None:
@@ -89,8 +102,6 @@ def open_run(path) -> RunInfo:
 # ------------------------------------------------------------------------- self-training frames
 
 def _threshold_of(config: dict) -> tuple[str, float]:
-    from pseudolabel.jobs.sweep import threshold_label
-
     t = config.get("threshold", 0.99)
     first = t[0] if isinstance(t, (list, tuple)) and t else t
     try:
@@ -100,8 +111,6 @@ def _threshold_of(config: dict) -> tuple[str, float]:
 
 
 def _selftrain_rows(info: RunInfo, source: str, history: list) -> list:
-    from pseudolabel.jobs.sweep import mode_of
-
     cfg = info.config
     reference = bool(cfg.get("sweep_reference"))
     threshold, key = _threshold_of(cfg)
@@ -116,11 +125,9 @@ def _selftrain_rows(info: RunInfo, source: str, history: list) -> list:
 
 
 def _sweep_cells(info: RunInfo) -> list[RunInfo]:
-    from pseudolabel.jobs.sweep import CELLS, read_sweep
-
-    if (info.path / "sweep.json").is_file():
-        _, cells = read_sweep(info.path)
-        paths = [info.path / CELLS / c.name for c in cells]
+    if (info.path / SWEEP_FILE).is_file():
+        cells = RunDirectory(info.path).read_json(SWEEP_FILE).get("cells", [])
+        paths = [info.path / CELLS / c["name"] for c in cells]
     else:
         paths = sorted(p for p in (info.path / CELLS).glob("*") if p.is_dir())
     out, missing = [], []

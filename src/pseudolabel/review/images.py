@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import sklearn.datasets
+from PIL import Image, UnidentifiedImageError
 
 from pseudolabel.exceptions import DataError, InputError
 
@@ -31,8 +33,6 @@ def render_png(image, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> byt
     --------
     >>> png = render_png(np.zeros((28, 28), dtype=np.uint8))   # a 112 x 112 PNG
     """
-    from PIL import Image
-
     a = np.asarray(image)
     a = np.squeeze(a)
     if a.ndim == 1 and math.isqrt(a.size) ** 2 == a.size:
@@ -167,8 +167,6 @@ class FolderImages(ImageSource):
             raise DataError(f"no image folder at {root}; pass the folder the store's paths are relative to.")
 
     def _load(self, location: str) -> bytes:
-        from PIL import Image, UnidentifiedImageError
-
         path = (self.root / location).resolve()
         if not path.is_relative_to(self.root):
             raise DataError(f"location {location!r} lies outside the image folder {self.root}; refused.")
@@ -199,9 +197,7 @@ def open_image_source(spec, base: str | Path | None = None) -> ImageSource | Non
     if isinstance(spec, Mapping):
         return ArrayImages(spec)
     if str(spec) == "digits":
-        from sklearn.datasets import load_digits
-
-        return ArrayImages({"x": load_digits().images})
+        return ArrayImages({"x": sklearn.datasets.load_digits().images})
     path = Path(spec)
     if not path.exists() and base is not None and not path.is_absolute() and (Path(base) / path).exists():
         path = Path(base) / path
