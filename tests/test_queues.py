@@ -8,8 +8,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
 from pseudolabel.exceptions import InputError
-from pseudolabel.queues import QUEUE_COLUMNS, active_queue, audit_queue, predictions, queue, suspect_queue
-from pseudolabel.store import LabelStore
+from pseudolabel.store import (
+    QUEUE_COLUMNS, LabelStore, active_queue, audit_queue, predictions, queue, suspect_queue,
+)
 
 N = 600
 

@@ -1,8 +1,10 @@
-"""LabelStore: migrations, derived current labels, undo, discard, bad files, bulk and concurrent
-writes, export and import. Real SQLite files in tmp_path, digits as the data."""
+"""LabelStore: migrations, derived current labels, undo, discard, bad files, verify, the read-only
+query edge and the write transaction, bulk and concurrent writes, export and import. Real SQLite
+files in tmp_path, digits as the data."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import sqlite3
 
 import numpy as np
@@ -89,10 +91,112 @@ def test_foreign_sqlite_database_is_refused(tmp_path):
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE photos (id INTEGER)")
-    with pytest.raises(StoreError, match="not a pseudolabel label store"):
-        LabelStore(path)
+        conn.execute("CREATE TABLE albums (id INTEGER)")
+    before = path.read_bytes()
+    for create in (True, False):
+        with pytest.raises(StoreError) as err:
+            LabelStore(path, create=create)
+        assert str(err.value) == ("other.db is not a label store (it has tables albums, photos; no 'meta'); "
+                                  "pass a label store made by pseudolabel or a new path.")
+    assert path.read_bytes() == before
     with pytest.raises(StoreError, match="no label store"):
         LabelStore(tmp_path / "missing.db", create=False)
+
+
+def test_verify_finds_a_store_damaged_past_its_first_page(tmp_path):
+    path = tmp_path / "labels.db"
+    with LabelStore(path) as s:
+        keys = [f"train/{i}" for i in range(4000)]
+        s.add_items(keys, [f"x_train:{i}" for i in range(4000)])
+        s.add_labels(keys, np.arange(4000) % 10, "given", round=0)
+        s.verify()  # a sound store passes
+    size = path.stat().st_size
+    assert size > 40 * 4096
+    with open(path, "r+b") as fh:  # garbage over pages in the middle; page 1 stays intact
+        fh.seek((size // 2) // 4096 * 4096)
+        fh.write(np.random.default_rng(0).integers(0, 256, 3 * 4096, dtype=np.uint8).tobytes())
+    s = LabelStore(path, create=False)  # the first pages read, so opening works ...
+    with pytest.raises(StoreError) as err:
+        s.verify()  # ... but verify reads every page
+    msg = str(err.value)
+    assert msg.startswith("labels.db is damaged (") and "\n" not in msg
+    assert msg.endswith("; restore it from a backup or pass a new --store.")
+    s.close()
+
+
+def test_verify_and_open_refuse_a_store_missing_a_table(tmp_path):
+    path = tmp_path / "labels.db"
+    LabelStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE predictions")
+    with pytest.raises(StoreError) as err:
+        LabelStore(path, create=False)
+    assert str(err.value) == ("labels.db is not a label store (it has tables classes, discards, events, items, "
+                              "meta, migrations, ...; no 'predictions'); pass a label store made by pseudolabel "
+                              "or a new path.")
+
+
+def test_query_and_rows_only_read(store):
+    df = store.query("SELECT source, COUNT(*) AS n FROM events GROUP BY source")
+    assert df.to_dict("records") == [{"source": "given", "n": 100}]
+    assert store.rows("WITH t AS (SELECT ? AS x) SELECT x FROM t", (3,)) == [(3,)]
+    assert store.rows("  -- a comment\n select count(*) from items") == [(300,)]
+    n = _event_count(store.path)
+    for sql in ("DELETE FROM events", "INSERT INTO runs(run_id, created_at) VALUES ('x', 'y')",
+                "WITH t AS (SELECT 1) INSERT INTO runs(run_id, created_at) SELECT 'x', 'y' FROM t",
+                "PRAGMA query_only = 0", "BEGIN", "ATTACH DATABASE ':memory:' AS other", "DROP TABLE items",
+                "SELECT 1; DELETE FROM events", ""):
+        with pytest.raises(InputError) as err:
+            store.rows(sql)
+        assert "\n" not in str(err.value) and "labels.db" in str(err.value)
+    with pytest.raises(InputError, match="no such table"):
+        store.query("SELECT * FROM photos")
+    assert _event_count(store.path) == n and "x" not in set(store.runs()["run_id"])
+    # The store writes as before after a refused statement.
+    assert store.add_labels(["train/150"], [1], "human") == 1
+
+
+def test_transaction_commits_or_rolls_back_as_one(store):
+    n = _event_count(store.path)
+    with store.transaction() as tx:
+        tx.register_runs(["script-1"])
+        assert tx.last_event_id() == n and tx.n_classes() == 10
+        assert tx.add_predictions("suspect", [1, 2], "script-1", predicted=[3, 4], given=[0, 0],
+                                  score=[0.9, 0.1]) == 2
+    assert "script-1" in set(store.runs()["run_id"])
+    assert store.predictions("suspect", "script-1")["predicted"].tolist() == [3, 4]
+    with pytest.raises(InputError, match="label 12 is outside"):
+        with store.transaction() as tx:
+            tx.add_predictions("proba", [3], "script-2", predicted=[5])
+            tx.check_labels(np.array([12]))
+    assert "script-2" not in set(store.runs()["run_id"])  # rolled back
+    assert store.predictions("proba", "script-2").empty
+    with store.transaction():
+        with pytest.raises(StoreError, match="already open"):
+            store.add_labels(["train/150"], [1], "human")
+    assert _event_count(store.path) == n
+
+
+def test_events_location_and_revision(store, digits):
+    _, y = digits
+    run = store.begin_run("selftrain")
+    store.add_labels([f"train/{i}" for i in range(100, 110)], y[100:110], "pseudo", run_id=run, confidence=0.9)
+    store.add_labels(["train/100"], [(y[100] + 1) % 10], "pseudo", run_id=run)
+    ev = store.events(run, "pseudo")
+    assert list(ev.columns) == ["event_id", "item_id", "label", "source", "confidence", "round", "run_id",
+                                "model_id", "who", "created_at", "note"]
+    assert len(ev) == 11 and ev["event_id"].is_monotonic_increasing
+    latest = store.events(source=("given", "pseudo"), latest=True)
+    assert len(latest) == 110 and latest.set_index("item_id").loc[101, "label"] == (y[100] + 1) % 10
+    before = store.revision()
+    store.discard("pseudo", run)
+    assert store.events(run).empty and store.revision() != before
+    assert len(store.events(items=["train/0", "train/100"])) == 1  # the given label of train/0
+    with pytest.raises(InputError, match="source must be"):
+        store.events(source="undo")
+    assert store.location("train/7") == store.location(8) == "x:7"
+    assert store.location("nope") is None and store.location(99999) is None
+    assert store.max_label() == max(y[:110])
 
 
 def test_current_label_is_derived_from_events_and_history_keeps_all(store, digits):

@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from pseudolabel.exceptions import DataError, InputError
-from pseudolabel.queues import QUEUES, queue as make_queue
+from pseudolabel.store import QUEUES, queue as make_queue
 from pseudolabel.review.images import ImageSource, open_image_source
 from pseudolabel.review.page import INDEX_HTML, REVIEW_CSS, REVIEW_JS
 from pseudolabel.store import LabelStore
@@ -116,9 +116,7 @@ class ReviewApp:
     # ---- helpers
     def _version(self) -> tuple:
         # Any write by any process moves one of these: then queues are computed afresh.
-        return tuple(self.store._rows(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM predictions), "
-            "(SELECT COALESCE(MAX(id), 0) FROM discards), (SELECT COUNT(*) FROM items)")[0])
+        return self.store.revision()
 
     def queue(self, name: str, cls: int | None):
         key = (name, cls, self._version())
@@ -136,7 +134,7 @@ class ReviewApp:
         names = self.store.classes
         if names:
             return names
-        top = self.store._rows("SELECT MAX(label) FROM events")[0][0]
+        top = self.store.max_label()
         return [str(i) for i in range((top or 0) + 1)] if top is not None and top >= 0 else []
 
     def item_state(self, item_id: int) -> dict:
@@ -213,13 +211,13 @@ class ReviewApp:
 
     def image(self, request: Request) -> Response:
         item_id = request.path_params["item_id"]
-        row = self.store._rows("SELECT location FROM items WHERE id = ?", (item_id,))
-        if not row:
+        location = self.store.location(item_id)
+        if location is None:
             return PlainTextResponse(f"no item with id {item_id} in this store.", status_code=404)
         if self.images is None:
             return PlainTextResponse("no image source: start the review page with --images PATH.", status_code=404)
         try:
-            data = self.images.png(row[0][0])
+            data = self.images.png(location)
         except DataError as exc:
             return PlainTextResponse(str(exc), status_code=404)
         return Response(data, media_type="image/png",

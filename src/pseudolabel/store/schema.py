@@ -1,11 +1,12 @@
-"""The label store's schema: named migrations, applied in order, and the SQL that derives the
-current label of an item from its append-only events (see :mod:`pseudolabel.store`)."""
+"""The label store's schema: named migrations, applied in order, the tables a store must hold,
+and the SQL that derives the current label of an item from its append-only events (see
+:mod:`pseudolabel.store`). Private to the package: nothing outside ``pseudolabel.store`` uses it."""
 from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timezone
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply_migrations"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "TABLES", "apply_migrations"]
 
 # Named migrations, applied in order, each in one transaction together with its record.
 # Never edit a released migration: append a new one.
@@ -54,6 +55,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# The tables a store of SCHEMA_VERSION holds (meta and migrations come with every migration).
+TABLES = ("meta", "migrations", "items", "classes", "runs", "events", "predictions", "discards")
 
 # Events that count: not undo markers, not undone, not hidden by a discard. {where} narrows it.
 _EFFECTIVE = """
