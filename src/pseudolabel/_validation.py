@@ -67,3 +67,90 @@ def check_threshold(value, name: str = "threshold", owner: str = "SelfTraining")
             f"Got {value.item() if isinstance(value, np.generic) else value!r} instead."
         )
     return float(value)
+
+
+# -- allowed values, declared once (scikit-learn's `_parameter_constraints`) ------------------------
+class Interval:
+    """Numbers of one kind (``int`` or ``float``) between ``low`` and ``high``; ``closed`` says which
+    ends belong: "both", "left", "right" or "neither"."""
+
+    def __init__(self, kind: type, low=None, high=None, closed: str = "both"):
+        self.kind, self.low, self.high, self.closed = kind, low, high, closed
+
+    def accepts(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral if self.kind is int else numbers.Real):
+            return False
+        if self.low is not None and (v < self.low or (v == self.low and self.closed in ("right", "neither"))):
+            return False
+        if self.high is not None and (v > self.high or (v == self.high and self.closed in ("left", "neither"))):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        kind = "an int" if self.kind is int else "a float"
+        if self.high is None:
+            return f"{kind} {'>=' if self.closed in ('both', 'left') else '>'} {self.low}"
+        if self.low is None:
+            return f"{kind} {'<=' if self.closed in ('both', 'right') else '<'} {self.high}"
+        left = "[" if self.closed in ("both", "left") else "("
+        right = "]" if self.closed in ("both", "right") else ")"
+        return f"{kind} in {left}{self.low}, {self.high}{right}"
+
+
+class Options:
+    """One of a fixed set of values."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    def accepts(self, v) -> bool:
+        return not isinstance(v, (list, dict)) and any(v == o and type(v) is type(o) or v is o for o in self.values)
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+class Boolean:
+    def accepts(self, v) -> bool:
+        return isinstance(v, (bool, np.bool_))
+
+    def __str__(self) -> str:
+        return "True or False"
+
+
+class Satisfies:
+    """A value a function accepts (returns normally); ``what`` says what that is."""
+
+    def __init__(self, check, what: str):
+        self.check, self.what = check, what
+
+    def accepts(self, v) -> bool:
+        try:
+            self.check(v)
+        except (InputError, TypeError, ValueError):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        return self.what
+
+
+def check_params(values: dict, constraints: dict, owner: str | None = None) -> None:
+    """Check every value that ``constraints`` declares: ``{name: [constraint or None, ...]}``, where
+    None in the list allows None. Raises one InputError line naming the first bad value:
+    "The 'x' parameter of OWNER must be ... Got ... instead." (``owner`` None: "--x must be ...",
+    the command-line flag).
+    """
+    for name, allowed in constraints.items():
+        if name not in values:
+            continue
+        v = values[name]
+        if v is None and None in allowed:
+            continue
+        rules = [c for c in allowed if c is not None]
+        if any(c.accepts(v) for c in rules):
+            continue
+        expected = " or ".join(str(c) for c in rules) + (" or None" if None in allowed else "")
+        who = f"--{name.replace('_', '-')}" if owner is None else f"The {name!r} parameter of {owner}"
+        shown = v.item() if isinstance(v, np.generic) else v
+        raise InputError(f"{who} must be {expected}. Got {shown!r} instead.")

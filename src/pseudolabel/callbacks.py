@@ -9,7 +9,8 @@ hooks they need, instead of three ad hoc callables with three signatures:
   (round 0, the supervised fit, included); ``record`` is the round's ``history_`` entry.
 - ``on_fold_end(fold, n_folds, record)``: after each fold of
   :func:`pseudolabel.out_of_fold_proba`, in fold order; ``record`` has ``fold``, ``n_train``,
-  ``n_test``, ``accuracy`` and ``seconds`` (and ``proba``, the fold's held-out probabilities).
+  ``n_test``, ``accuracy`` and ``seconds`` (and ``test`` and ``proba``, the held-out rows and
+  their probabilities); ``on_fold_begin`` before a fold trains in the calling process.
 
 Plain callables are still accepted where a callback list is (``ConvNetClassifier(callbacks=)``
 calls them as ``cb(estimator, record)`` after each epoch; ``SelfTraining(callback=)`` as
@@ -24,10 +25,6 @@ from typing import Any, Callable, Iterable
 
 __all__ = ["Callback", "EpochProgress", "notify", "say"]
 
-# The hook a plain callable stands for, where one is given instead of a Callback.
-_CALLABLE_HOOKS = ("on_epoch_end", "on_round_end")
-
-
 class Callback:
     """Base class of training hooks; every method does nothing unless overridden."""
 
@@ -37,12 +34,17 @@ class Callback:
     def on_round_end(self, selftraining, record: dict) -> None:
         """After each self-training round."""
 
+    def on_fold_begin(self, fold: int, n_folds: int, record: dict) -> None:
+        """Before a fold trains in this process (``record``: ``fold``, ``n_train``, ``n_test``)."""
+
     def on_fold_end(self, fold: int, n_folds: int, record: dict) -> None:
         """After each out-of-fold fold, in fold order."""
 
 
-def notify(callbacks: Iterable | Callable | None, hook: str, *args: Any) -> None:
-    """Call ``hook`` on every callback; a plain callable stands for the epoch or round hook."""
+def notify(callbacks: Iterable | Callable | None, hook: str, *args: Any, plain: bool | None = None) -> None:
+    """Call ``hook`` on every callback. A plain callable (not a Callback) is called with ``args``
+    when ``plain`` is True; None means: for the epoch hook only (a model's ``callbacks``)."""
+    plain = hook == "on_epoch_end" if plain is None else plain
     if callbacks is None:
         return
     if isinstance(callbacks, Callback) or callable(callbacks):
@@ -50,7 +52,7 @@ def notify(callbacks: Iterable | Callable | None, hook: str, *args: Any) -> None
     for cb in callbacks:
         if isinstance(cb, Callback):
             getattr(cb, hook)(*args)
-        elif callable(cb) and hook in _CALLABLE_HOOKS:
+        elif plain and callable(cb):
             cb(*args)
 
 

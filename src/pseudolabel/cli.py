@@ -9,6 +9,13 @@ from pathlib import Path
 import click
 
 from pseudolabel.exceptions import InputError, PseudolabelError
+from pseudolabel.jobs.clean import report_lines, run_clean
+from pseudolabel.jobs.outputs import store_errors
+from pseudolabel.jobs.selftrain import run_selftrain
+from pseudolabel.jobs.sweep import parse_int_axis, parse_modes, parse_threshold_axis, run_sweep
+from pseudolabel.report import write_report
+from pseudolabel.review import review_main
+from pseudolabel.store import LabelStore
 
 EXIT_USAGE = 2
 
@@ -36,10 +43,11 @@ def friendly_errors(fn):
     return wrapper
 
 
-def parse_thresholds(value: str) -> float | list[float]:
-    """'0.99' -> 0.99; '0.99,0.95,0.9' -> one threshold per round (the last repeats)."""
-    from pseudolabel.selection import check_schedule
-
+def parse_thresholds(value: str | None) -> float | list[float] | None:
+    """'0.99' -> 0.99; '0.99,0.95,0.9' -> one threshold per round (the last repeats); None -> the
+    recipe's. Only parsed here: the values are checked with the rest of the config."""
+    if value is None:
+        return None
     try:
         parts = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
@@ -48,9 +56,7 @@ def parse_thresholds(value: str) -> float | list[float]:
         ) from None
     if not parts:
         raise InputError("--threshold is empty; pass a value in [0, 1), e.g. 0.99.")
-    schedule = parts[0] if len(parts) == 1 else parts
-    check_schedule(schedule)
-    return schedule
+    return parts[0] if len(parts) == 1 else parts
 
 
 @click.group()
@@ -69,11 +75,14 @@ def _selftrain_options(fn):
     options = [
         click.option("--data", required=True, help="mnist, digits, an image folder, or a .npz file."),
         click.option("--labeled", type=int, default=None, help="Keep N labels, hide the rest (experiments)."),
-        click.option("--threshold", default="0.99", show_default=True,
-                     help="Confidence a prediction must exceed; a comma list gives one per round."),
+        click.option("--threshold", default=None,
+                     help="Confidence a prediction must exceed; a comma list gives one per round (default: the "
+                          "recipe's, 0.99; jobs/recipes.py says why)."),
         click.option("--max-iter", type=int, default=None, help="Rounds of pseudo-labeling (default: the recipe's)."),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--epochs", type=int, default=None, help="Epochs per round (default: the recipe's)."),
+        click.option("--epochs", type=int, default=None,
+                     help="Epochs per round (default: the recipe's; given alone, exactly this many: the recipe's "
+                          "--min-steps no longer stretches a round)."),
         click.option("--arch", type=click.Choice(["auto", "strided", "fast", "wide", "seed"]), default=None,
                      help="Built-in network (default: the recipe's)."),
         click.option("--recipe", type=click.Choice(["default", "frontier", "seed"]), default="default",
@@ -87,14 +96,6 @@ def _selftrain_options(fn):
     for opt in reversed(options):
         fn = opt(fn)
     return fn
-
-
-def _recipe_config(recipe, **given) -> dict:
-    from pseudolabel.jobs.selftrain import RECIPES
-
-    config = dict(RECIPES[recipe])
-    config.update({k: v for k, v in given.items() if v is not None})
-    return config
 
 
 @main.command()
@@ -124,14 +125,9 @@ def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, de
       pseudolabel store discard runs/st/labels.db --source pseudo
       pseudolabel selftrain --data mnist --store runs/st/labels.db --out runs/st2
     """
-    from pseudolabel.jobs.selftrain import run_selftrain
-
-    config = _recipe_config(recipe, data=data, labeled=labeled, threshold=parse_thresholds(threshold),
-                            max_iter=max_iter, seed=seed, epochs=epochs, arch=arch, device=device, relabel=relabel,
-                            min_steps=min_steps, semi=semi)
-    config["recipe"] = recipe
-    if store is not None:
-        config["store"] = str(store)
+    config = dict(recipe=recipe, data=data, labeled=labeled, threshold=parse_thresholds(threshold),
+                  max_iter=max_iter, seed=seed, epochs=epochs, arch=arch, device=device, relabel=relabel,
+                  min_steps=min_steps, semi=semi, store=None if store is None else str(store))
     result = run_selftrain(config, out, resume=resume)
     click.echo(f"termination: {result.termination}; run directory: {result.run.path}")
     if result.test_accuracy is not None:
@@ -143,15 +139,13 @@ def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, de
 @friendly_errors
 def demo(out):
     """Self-training on scikit-learn's bundled digits (5 % labels), in well under a minute."""
-    from pseudolabel.jobs.selftrain import run_selftrain
-
     target = out
     n = 1
     while target.exists():  # never overwrite an earlier demo
         n += 1
         target = out.with_name(f"{out.name}-{n}")
-    config = _recipe_config("default", data="digits", labeled=70, threshold=0.99, max_iter=4, seed=0,
-                            epochs=8, min_steps=300)
+    config = dict(recipe="default", data="digits", labeled=70, threshold=0.99, max_iter=4, seed=0, epochs=8,
+                  min_steps=300)
     result = run_selftrain(config, target)
     base = result.history[0].get("test_accuracy")
     click.echo(
@@ -224,8 +218,6 @@ def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epo
       pseudolabel clean --data photos/ --policy review --out runs/photos-clean
       pseudolabel review runs/photos-clean/labels.db
     """
-    from pseudolabel.jobs.clean import report_lines, run_clean
-
     config = dict(data=data, noise=noise, noise_kind=noise_kind, folds=folds, passes=passes, method=method,
                   threshold=threshold, policy=policy, epochs=epochs, later_epochs=later_epochs,
                   later_augment=later_augment, later_weighted=later_weighted, average_passes=average_passes,
@@ -242,13 +234,12 @@ def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epo
 # ------------------------------------------------------------------ the label store and its review page
 @contextlib.contextmanager
 def _open_store(db: Path):
-    """The existing store at ``db``; damage found while reading it ends as one line too."""
-    from pseudolabel.jobs.outputs import store_errors
-    from pseudolabel.store import LabelStore
-
+    """The existing store at ``db``, read whole first (a damaged store is refused before any
+    write); damage found later while reading it ends as one line too."""
     with store_errors(db):
         store = LabelStore(db, create=False)
         try:
+            store.verify()
             yield store
         finally:
             store.close()
@@ -273,8 +264,6 @@ def review(db, images, port, host, open_browser):
     Example:
       pseudolabel review runs/st/labels.db --port 8765
     """
-    from pseudolabel.review import review_main
-
     try:
         review_main(db, images=images, host=host, port=port, open_browser=open_browser)
     except KeyboardInterrupt:
@@ -312,8 +301,6 @@ def store_discard(db, source, run_id, who, note):
     Example:
       pseudolabel store discard runs/st/labels.db --source pseudo --run selftrain-20240101T120000-1a2b3c
     """
-    from pseudolabel.exceptions import InputError
-
     with _open_store(db) as store:
         if run_id is not None:
             known = store.runs()["run_id"].tolist()
@@ -365,8 +352,6 @@ def store_history(db, item):
     Example:
       pseudolabel store history runs/st/labels.db train/17
     """
-    from pseudolabel.exceptions import InputError
-
     with _open_store(db) as store:
         try:
             events = store.history(item)
@@ -433,8 +418,6 @@ def export(db, fmt, out, split, include_unlabeled, force):
       pseudolabel export runs/st/labels.db --format csv
       pseudolabel export runs/st/labels.db --format parquet --out labels.parquet
     """
-    from pseudolabel.exceptions import InputError
-
     out = out if out is not None else db.parent / _EXPORT_NAMES[fmt]
     if out.exists() and not force:
         raise InputError(f"{out} exists already; pass --force to overwrite it or choose another --out.")
@@ -466,7 +449,9 @@ def export(db, fmt, out, split, include_unlabeled, force):
 @click.option("--reference/--no-reference", default=True, show_default=True,
               help="Also train on every label once per seed (the table's reference row).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--n-jobs", type=int, default=1, show_default=True, help="Cells run at once (-1: one per core).")
+@click.option("--jobs", "--n-jobs", "n_jobs", type=int, default=1, show_default=True,
+              help="Cells run at once, in worker processes of one thread each (-1: one per core; --n-jobs is "
+                   "the same flag's old name).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory.")
 @friendly_errors
 def sweep(data, labeled, threshold, seeds, max_iter, epochs, arch, recipe, modes, reference, device, n_jobs, out):
@@ -480,14 +465,12 @@ def sweep(data, labeled, threshold, seeds, max_iter, epochs, arch, recipe, modes
     Examples:
       pseudolabel sweep --data mnist --labeled 100,1000 --threshold 0.9,0.95,0.99 --seeds 3 --out runs/sweep
       pseudolabel sweep --data digits --labeled 50,200 --threshold '0.95,0.99>0.9' --modes keep,relabel \\
-          --max-iter 3 --n-jobs 2 --out runs/digits-sweep
+          --max-iter 3 --jobs 2 --out runs/digits-sweep
     """
-    from pseudolabel.exceptions import InputError
-    from pseudolabel.jobs.sweep import parse_int_axis, parse_modes, parse_threshold_axis, run_sweep
-
     if seeds < 1:
         raise InputError(f"--seeds {seeds} leaves the grid empty; give 1 or more.")
-    config = _recipe_config(recipe, data=data, max_iter=max_iter, epochs=epochs, arch=arch, device=device)
+    config = {k: v for k, v in dict(data=data, max_iter=max_iter, epochs=epochs, arch=arch, device=device).items()
+              if v is not None}
     config.update(recipe=recipe, labeled=parse_int_axis(labeled, "labeled"), threshold=parse_threshold_axis(threshold),
                   seeds=list(range(seeds)), reference=reference)
     if modes is not None:
@@ -518,8 +501,6 @@ def report(runs, out):
       pseudolabel report runs/sweep
       pseudolabel report runs/st runs/st-seed --out runs/compare
     """
-    from pseudolabel.report import write_report
-
     path = write_report(runs, out=out, say=lambda m: click.echo(m, err=True))
     click.echo(f"report: {path}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 import time
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -19,9 +19,10 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.utils import _safe_indexing
 
 from pseudolabel._validation import check_finite, check_labels, check_same_length
+from pseudolabel.callbacks import Callback, notify
 from pseudolabel.exceptions import InputError
 
-__all__ = ["out_of_fold_proba"]
+__all__ = ["out_of_fold_proba", "fold_splits"]
 
 FoldCallback = Callable[[int, int, dict], Any]
 
@@ -37,11 +38,16 @@ def out_of_fold_proba(
     verbose: int = 0,
     callback: Optional[FoldCallback] = None,
     sample_weight=None,
+    callbacks: Sequence[Callback] | None = None,
+    done: Mapping[int, np.ndarray] | None = None,
+    classes=None,
 ) -> np.ndarray:
     """Predict class probabilities for every sample with a model that was not trained on it.
 
     The samples are split into ``cv`` stratified folds (shuffled with ``random_state``). For each
-    fold a clone of ``estimator`` is fit on the other folds and predicts the held-out fold.
+    fold a clone of ``estimator`` is fit on the other folds and predicts the held-out fold. This
+    is the one fold loop of the package: the clean job calls it with callbacks that checkpoint
+    each fold, and with the folds a killed run finished already.
 
     Parameters
     ----------
@@ -53,16 +59,17 @@ def out_of_fold_proba(
         or a lazy image reader with ``shape`` and ``__getitem__``.
     y : array-like of shape (n_samples,)
         Integer class labels (any integers >= 0; -1, "unlabeled", is not allowed here).
-    cv : int or cross-validation splitter, default=5
+    cv : int, cross-validation splitter, or list of (train, test) index pairs, default=5
         Number of stratified folds (>= 2). A class with fewer samples than folds lowers the
         number of folds to that class's count, with a ``UserWarning``; a class with a single
         sample raises ``InputError``. A scikit-learn splitter (e.g. ``GroupKFold`` to keep
-        near-duplicates together) is used as given; its test folds must cover every sample
-        exactly once.
+        near-duplicates together) or the pairs of :func:`fold_splits` are used as given; their
+        test folds must cover every sample exactly once.
     random_state : int, RandomState or None, default=None
         Seeds the shuffling of the folds. The estimator's own ``random_state`` is left alone.
     n_jobs : int or None, default=None
-        Folds fit in parallel through ``joblib.Parallel``; None runs them one after another.
+        Folds fit in parallel through ``joblib.Parallel`` (each worker gets its own writable
+        copy of X); None or 1 runs them one after another in this process.
     verbose : int, default=0
         Passed to ``joblib.Parallel``.
     callback : callable or None, default=None
@@ -72,11 +79,22 @@ def out_of_fold_proba(
     sample_weight : array-like of shape (n_samples,) or None, default=None
         Passed, for the training rows of each fold, to ``estimator.fit(..., sample_weight=)``
         (e.g. how much each label is trusted).
+    callbacks : list of :class:`pseudolabel.callbacks.Callback`, optional
+        ``on_fold_end(fold, n_folds, info)`` after each fold that was trained, in fold order;
+        ``info`` as for ``callback`` plus ``test`` (the held-out rows) and ``proba`` (their
+        probabilities), so a caller can checkpoint the fold. ``on_fold_begin(fold, n_folds,
+        info)`` before a fold trains in this process (``n_jobs`` None or 1).
+    done : dict of {fold index: probabilities of its test rows}, optional
+        Folds predicted already (e.g. by a killed run): their rows take these probabilities and
+        the folds are not trained again.
+    classes : array-like, optional
+        The columns of the result (default ``np.unique(y)``); must hold every label of y. A
+        class no fold trains on keeps a zero column.
 
     Returns
     -------
     proba : ndarray of shape (n_samples, n_classes)
-        Out-of-fold probabilities. Column ``k`` belongs to class ``np.unique(y)[k]``, even when a
+        Out-of-fold probabilities. Column ``k`` belongs to class ``classes[k]``, even when a
         fold's training part lacks a class (that class's column is 0 for the fold).
 
     Examples
@@ -97,29 +115,89 @@ def out_of_fold_proba(
         if sample_weight.ndim != 1 or (sample_weight < 0).any():
             raise InputError(f"sample_weight must be one non-negative weight per sample, got shape "
                              f"{sample_weight.shape} with minimum {sample_weight.min():g}; pass weights >= 0.")
-    classes, counts = np.unique(y, return_counts=True)
-    splits = _make_splits(X, y, classes, counts, cv, random_state)
+    classes = _check_classes(y, classes)
+    splits = fold_splits(y, cv, random_state, X=X)
     n_folds = len(splits)
-
+    done = dict(done or {})
     proba = np.zeros((len(y), len(classes)), dtype=np.float64)
-    # An ordered generator lets the caller see progress as folds finish, in fold order.
-    results = Parallel(n_jobs=n_jobs, verbose=verbose, return_as="generator")(
-        delayed(_fit_predict_fold)(clone(estimator), X, y, train, test, classes, sample_weight)
-        for train, test in splits
-    )
-    for fold, ((_, test), (fold_proba, seconds)) in enumerate(zip(splits, results)):
+    for k, fold_proba in done.items():
+        proba[splits[k][1]] = fold_proba
+    todo = [k for k in range(n_folds) if k not in done]
+
+    def fit_fold(k):
+        return _fit_predict_fold(clone(estimator), X, y, splits[k][0], splits[k][1], classes, sample_weight)
+
+    if n_jobs in (None, 1):
+        def one_by_one():
+            for k in todo:
+                notify(callbacks, "on_fold_begin", k, n_folds,
+                       {"fold": k, "n_train": len(splits[k][0]), "n_test": len(splits[k][1])})
+                yield fit_fold(k)
+
+        results = one_by_one()
+    else:
+        # max_nbytes=None: each worker gets its own writable copy (torch refuses read-only memmaps).
+        # An ordered generator lets the caller see progress as folds finish, in fold order.
+        results = Parallel(n_jobs=n_jobs, verbose=verbose, return_as="generator", max_nbytes=None)(
+            delayed(_fit_predict_fold)(clone(estimator), X, y, splits[k][0], splits[k][1], classes, sample_weight)
+            for k in todo)
+    for k, (fold_proba, seconds) in zip(todo, results):
+        test = splits[k][1]
         proba[test] = fold_proba
+        if callback is None and not callbacks:
+            continue
+        predicted = classes[np.argmax(fold_proba, axis=1)]
+        info = {"fold": k, "n_train": int(len(splits[k][0])), "n_test": int(len(test)),
+                "accuracy": float(np.mean(predicted == y[test])), "seconds": float(seconds)}
         if callback is not None:
-            predicted = classes[np.argmax(fold_proba, axis=1)]
-            info = {
-                "fold": fold,
-                "n_train": int(len(y) - len(test)),
-                "n_test": int(len(test)),
-                "accuracy": float(np.mean(predicted == y[test])),
-                "seconds": float(seconds),
-            }
-            callback(fold, n_folds, info)
+            callback(k, n_folds, dict(info))
+        notify(callbacks, "on_fold_end", k, n_folds, {**info, "test": test, "proba": fold_proba})
     return proba
+
+
+def fold_splits(y, cv: int | Any = 5, random_state=None, *, X=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, test) index pairs :func:`out_of_fold_proba` uses for ``y`` and ``cv``: the
+    same for the same labels and seed, so a resumed run can check and reuse finished folds.
+
+    Examples
+    --------
+    >>> [len(test) for _, test in fold_splits([0, 0, 0, 1, 1, 1], cv=3, random_state=0)]
+    [2, 2, 2]
+    """
+    y = np.asarray(y)
+    if not hasattr(cv, "split") and not isinstance(cv, numbers.Integral) and hasattr(cv, "__iter__"):
+        return _given_splits(list(cv), len(y))
+    classes, counts = np.unique(y, return_counts=True)
+    return _make_splits(X, y, classes, counts, cv, random_state)
+
+
+def _given_splits(pairs: list, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in pairs]
+    _check_partition(splits, n, "the given folds")
+    return splits
+
+
+def _check_partition(splits: list, n: int, what: str) -> None:
+    covered = np.zeros(n, dtype=np.int64)
+    for _, test in splits:
+        covered[test] += 1
+    if not np.all(covered == 1):
+        raise InputError(
+            f"{what} put {int(np.sum(covered != 1))} sample(s) in no test fold or in several; use a "
+            "K-fold splitter whose test folds partition the samples."
+        )
+
+
+def _check_classes(y: np.ndarray, classes) -> np.ndarray:
+    present = np.unique(y)
+    if classes is None:
+        return present
+    classes = np.unique(np.asarray(classes))
+    missing = np.setdiff1d(present, classes)
+    if len(missing):
+        raise InputError(f"y holds the label {int(missing[0])}, which classes={classes.tolist()[:10]} lacks; "
+                         "pass every class of y in classes, or leave classes out.")
+    return classes
 
 
 def _check_inputs(estimator, X, y) -> np.ndarray:
@@ -153,15 +231,7 @@ def _make_splits(X, y, classes, counts, cv, random_state) -> list[tuple[np.ndarr
         )
     if hasattr(cv, "split") and hasattr(cv, "get_n_splits"):
         splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y)]
-        covered = np.zeros(len(y), dtype=np.int64)
-        for _, test in splits:
-            covered[test] += 1
-        if not np.all(covered == 1):
-            raise InputError(
-                f"the splitter {type(cv).__name__} puts {int(np.sum(covered != 1))} sample(s) in "
-                "no test fold or in several; use a K-fold splitter whose test folds partition "
-                "the samples."
-            )
+        _check_partition(splits, len(y), f"the splitter {type(cv).__name__}")
         return splits
     if isinstance(cv, bool) or not isinstance(cv, numbers.Integral) or cv < 2:
         raise InputError(

@@ -18,6 +18,7 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 
 from pseudolabel._validation import check_finite, check_labels, check_same_length
+from pseudolabel.callbacks import notify
 from pseudolabel.calibration import (
     apply_temperature, expected_calibration_error, fit_temperature, threshold_for_expected_precision,
     threshold_for_precision,
@@ -102,8 +103,10 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         longer: with 1000 MNIST labels the rounds' labels were 99.8 % right while the small
         model scored about 98 %, so the model, not the labels, was what held accuracy back.
         Its record in ``history_`` has ``final: True`` and the round after the last.
-    callback : callable, optional
-        ``callback(self, record)`` after every round (round 0 included), e.g. to checkpoint.
+    callback : Callback, list of Callbacks, or callable, optional
+        After every round (round 0 included): each :class:`pseudolabel.callbacks.Callback`'s
+        ``on_round_end(self, record)``, or a plain callable as ``callback(self, record)``; e.g. to
+        checkpoint or print progress.
     verbose : int, default=0
         1 prints one line per round.
 
@@ -173,6 +176,12 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     # -- checks -------------------------------------------------------------------------------
+    def check_params(self) -> "SelfTraining":
+        """Check every parameter against the allowed values (``fit`` does this first); raises one
+        InputError line naming the first bad one. Returns self."""
+        self._check_params()
+        return self
+
     def _check_params(self) -> None:
         if self.criterion not in _CRITERIA:
             raise InputError(
@@ -480,8 +489,12 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()
                               if v is not None)
             print(shown, flush=True)
-        if self.callback is not None:
-            self.callback(self, rec)
+        notify(self.callback, "on_round_end", self, rec, plain=True)
+        # The fitted model holds copies of its callbacks (clone deep-copies them): they hear of the
+        # round too, so e.g. a progress printer inside it names the next round.
+        own = self.callback if isinstance(self.callback, (list, tuple)) else [self.callback]
+        notify([cb for cb in getattr(self.estimator_, "callbacks", None) or () if all(cb is not c for c in own)],
+               "on_round_end", self, rec)
 
     # -- resume ------------------------------------------------------------------------------
     def get_state(self) -> dict:

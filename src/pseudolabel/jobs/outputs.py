@@ -83,6 +83,11 @@ def new_run_id(job: str) -> str:
     return f"{job}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
+def legacy_run_id(job: str, directory: str, created_at: str) -> str:
+    """The id of a run saved before run ids were: its job, directory name and start time."""
+    return f"{job}-{directory}-{created_at}"
+
+
 def register_dataset(store: LabelStore, ds: Dataset) -> np.ndarray:
     """Record the data set's classes, its items with their locations, and where the images are
     (the ``images`` meta value the review page reads); return the item ids in ``ds.items`` order."""
@@ -180,12 +185,9 @@ class StoreRecorder:
 
     def _recorded(self, source: str) -> np.ndarray:
         """The label of the latest effective ``source`` event of this run, per row (-1 = none)."""
-        from pseudolabel._store_schema import _EFFECTIVE
-
         out = np.full(len(self.ids), -1, dtype=np.int64)
-        effective = _EFFECTIVE.format(where="AND e.run_id = ? AND e.source = ?")
-        rows = self.store._rows(f"SELECT item_id, label FROM ({effective}) ORDER BY id", (self.run_id, source))
-        for item_id, label in rows:
+        events = self.store.events(self.run_id, source)
+        for item_id, label in zip(events["item_id"].tolist(), events["label"].tolist()):
             r = self._row.get(int(item_id))
             if r is not None:
                 out[r] = label

@@ -6,74 +6,27 @@ drops history records after it, and continues with the same seed to the same res
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 from sklearn.utils import _safe_indexing
 
-from pseudolabel.datasets import Dataset, load_dataset
-from pseudolabel.exceptions import InputError, StoreError
+from pseudolabel.callbacks import Callback, EpochProgress, say as _say
+from pseudolabel.datasets import Dataset, load_dataset, read_images
+from pseudolabel.exceptions import InputError
+from pseudolabel.jobs import outputs
+from pseudolabel.jobs.config import SelfTrainConfig
+from pseudolabel.jobs.context import JobContext
+# The recipes by name live in jobs/recipes.py; their names stay importable from here.
+from pseudolabel.jobs.recipes import DEFAULTS, FRONTIER, FULL_LABELS, RECIPES, SEED_PROTOCOL  # noqa: F401
 from pseudolabel.runs import RunDirectory
-from pseudolabel.selection import check_schedule
 
 STORE_FILE = "labels.db"
-
-# The default recipe: a strided batch-norm CNN (arch "auto": the pooled one for images under 16x16)
-# with batch augmentation whose predictions come from an exponential moving average of its weights,
-# warm-started from round to round (two epochs, at least 600 optimizer steps each), every round relabels the whole pool so early mistakes are not
-# frozen in, and the given labels stay half of the training rows so easy pseudo-labels do not drown
-# them. Chosen on a development split of the training set (bench/explore_recipes.py; the choices and
-# what they bought are in docs/benchmarks.md), never on test labels.
-DEFAULTS = dict(
-    threshold=0.99, max_iter=4, arch="auto", epochs=2, min_steps=600, batch_size=128, lr=3e-3,
-    augment="affine", ema=0.999, warm_start=True, relabel=True, class_quota=None, given_share=0.5,
-    device="auto",
-)
-# With every label given there is nothing to pseudo-label: the frontier recipe's student network
-# (below), trained on all labels for 20 epochs (bench/bench_frontier.py's all-labels row). On the
-# development split (bench/explore_recipes.py --labeled 50000, test set unread) 20 epochs scored
-# 99.41 % against 12 epochs' 99.32 %; 20 epochs take about 10 minutes on 2 cores.
-FULL_LABELS = dict(max_iter=0, arch="fast", epochs=20)
-# The case study's protocol: its CNN, Adam 1e-3, batch 64, 10 epochs from scratch each round.
-SEED_PROTOCOL = dict(
-    threshold=0.99, max_iter=10, arch="seed", epochs=10, min_steps=0, batch_size=64, lr=1e-3,
-    augment=None, warm_start=False, relabel=False, class_quota=None, optimizer="adam", weight_decay=0.0,
-    channels_last=False, given_share=None, ema=None, device="auto",
-)
-
-# The default recipe's rounds, then a student: the pooled network ("fast", more accurate than the
-# strided one and twice as slow) trained from scratch for 6 epochs on the last round's labels. The
-# idea: with 1000 labels the rounds' pseudo-labels were 99.8 % right while the strided model scored
-# about 98 % on the development split. Measured (bench/bench_frontier.py, docs/benchmarks.md): the
-# student moved MNIST test accuracy by +0.18, -0.02 and -0.05 points over 3 seeds at 1000 labels
-# for 300-420 s more, so the default recipe stays the recommended one; this is kept to build on.
-FRONTIER = {**DEFAULTS, "final_epochs": 6, "final_arch": "fast"}
-# Recipes by name (`pseudolabel selftrain --recipe NAME`).
-RECIPES = {"default": DEFAULTS, "seed": SEED_PROTOCOL, "frontier": FRONTIER}
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-class EpochProgress:
-    """Prints one progress line per epoch (a class, not a lambda, so checkpoints can pickle it)."""
-
-    def __init__(self, prefix: str = ""):
-        self.prefix = prefix
-        self.round = 0
-
-    def __call__(self, est, rec: dict) -> None:
-        used = f" unlabeled used {rec['unlabeled_used']:.3f}" if "unlabeled_used" in rec else ""
-        _say(
-            f"{self.prefix}round {self.round} epoch {rec['epoch']}/{rec['epochs']} loss {rec['loss']:.4f} "
-            f"train acc {rec['train_accuracy']:.4f}{used} {rec['samples_per_s']:.0f} samples/s"
-        )
+__all__ = ["run_selftrain", "build_selftraining", "hide_labels", "SelfTrainResult", "EpochProgress", "RECIPES",
+           "DEFAULTS", "FRONTIER", "FULL_LABELS", "SEED_PROTOCOL"]
 
 
 def hide_labels(y: np.ndarray, n_labeled: int, seed: int) -> np.ndarray:
@@ -102,25 +55,10 @@ def hide_labels(y: np.ndarray, n_labeled: int, seed: int) -> np.ndarray:
     return out
 
 
-def build_selftraining(config: dict, progress: EpochProgress | None = None):
-    from pseudolabel.models import ConvNetClassifier
-    from pseudolabel.selftrain import SelfTraining
-
-    clf_keys = ("arch", "epochs", "min_steps", "batch_size", "lr", "augment", "warm_start", "device",
-                "optimizer", "weight_decay", "channels_last", "ema", "semi", "unlabeled_ratio", "semi_threshold",
-                "semi_weight")
-    kw = {k: config[k] for k in clf_keys if k in config}
-    clf = ConvNetClassifier(random_state=config["seed"], callbacks=[progress] if progress else None, **kw)
-    final = None
-    if config.get("final_epochs"):  # a student trained from scratch on the last round's labels
-        final = ConvNetClassifier(
-            random_state=config["seed"] + 1, callbacks=[progress] if progress else None,
-            **{**kw, "arch": config.get("final_arch") or kw.get("arch", "auto"), "epochs": config["final_epochs"],
-               "min_steps": 0, "warm_start": False})
-    return SelfTraining(
-        clf, threshold=config["threshold"], max_iter=config["max_iter"], relabel=config["relabel"],
-        class_quota=config.get("class_quota"), given_share=config.get("given_share"), final_estimator=final,
-    )
+def build_selftraining(config: Mapping, progress: EpochProgress | None = None):
+    """The SelfTraining of ``config`` (a :class:`SelfTrainConfig`, or a dict: a recipe's keys and
+    options, resolved and checked), with ``progress`` printing each epoch."""
+    return SelfTrainConfig.coerce(config).selftraining([progress] if progress else None)
 
 
 @dataclass
@@ -132,12 +70,6 @@ class SelfTrainResult:
     seconds: float
     store: Path | None = None
     run_id: str | None = None
-
-
-def _check_config(config: dict) -> None:
-    check_schedule(config["threshold"])
-    if config["max_iter"] is not None and config["max_iter"] < 0:
-        raise InputError(f"--max-iter must be >= 0, got {config['max_iter']}.")
 
 
 def _partial_labels(ds: Dataset, config: dict) -> tuple[np.ndarray, np.ndarray | None]:
@@ -177,8 +109,6 @@ def _rows_of(ds: Dataset, keys) -> np.ndarray:
 def _start(ds: Dataset, config: dict, store, run: RunDirectory | None, say) -> tuple:
     """The rows to train on, their starting labels, the hidden true labels (experiments) and the
     source of each starting label (None: all given)."""
-    from pseudolabel.jobs import outputs
-
     saved = outputs.read_start_labels(run) if run is not None else None
     if saved is not None:  # a resumed redo starts from the labels it first started from
         rows = _rows_of(ds, saved["key"].tolist())
@@ -197,72 +127,97 @@ def _start(ds: Dataset, config: dict, store, run: RunDirectory | None, say) -> t
     return rows, y, (truth if (truth >= 0).all() else None), source
 
 
-def run_selftrain(config: dict, out: str | Path, *, resume: bool = False,
+def run_selftrain(config: Mapping, out: str | Path, *, resume: bool = False,
                   say: Callable[[str], None] = _say, dataset: Dataset | None = None) -> SelfTrainResult:
     """Run (or resume) self-training as ``config`` says, writing everything into ``out``.
 
-    ``config`` holds ``data`` (mnist | digits | PATH), ``labeled``, ``seed``, the recipe keys of
-    :data:`DEFAULTS` and optionally ``store``: a label store to record into instead of
-    ``out/labels.db``. A store that already holds the data set's items is where the run starts
-    from: its current given and human labels, everything else unlabeled (redo a run after a
-    person labeled more: ``pseudolabel store discard DB --source pseudo``, then this).
-    Every run records its classes, items, given labels, each round's pseudo labels and the final
-    model's predictions of the unlabeled pool into the store, and ``labels.csv`` into ``out``.
-    Returns the run, its history and the final test accuracy (None without a test split).
+    ``config`` is a :class:`~pseudolabel.jobs.config.SelfTrainConfig` or a dict of options:
+    ``data`` (mnist | digits | PATH), ``labeled``, ``seed``, ``recipe`` (a name of
+    :data:`RECIPES`, default "default"; its values fill what the dict leaves out), any recipe key
+    (``threshold``, ``max_iter``, ``epochs``, ...) and optionally ``store``: a label store to
+    record into instead of ``out/labels.db``. A store that already holds the data set's items is
+    where the run starts from: its current given and human labels, everything else unlabeled
+    (redo a run after a person labeled more: ``pseudolabel store discard DB --source pseudo``,
+    then this). With ``resume=True`` the config saved in ``out`` wins; options that differ from
+    it are named in a note. Every run records its classes, items, given labels, each round's
+    pseudo labels and the final model's predictions of the unlabeled pool into the store, and
+    ``labels.csv`` into ``out``. Returns the run, its history and the final test accuracy (None
+    without a test split).
 
     Examples
     --------
     >>> run_selftrain({"data": "digits", "labeled": 100, "max_iter": 2}, "runs/st")   # doctest: +SKIP
+    >>> run_selftrain({"data": "mnist", "labeled": 1000, "recipe": "frontier"}, "runs/f")  # doctest: +SKIP
     """
-    from pseudolabel.jobs import outputs
-
-    config = {**DEFAULTS, **config}
-    _check_config(config)
-    ds = dataset if dataset is not None else load_dataset(config["data"])
+    given = config
+    config = SelfTrainConfig.coerce(config)
+    ds = dataset if dataset is not None else load_dataset(config.data)
     if ds.X.dtype == object:  # image files: decode once, before a run directory exists, so a
         # corrupt image stops the run with nothing written and no round decodes the folder again
-        from pseudolabel.datasets import read_images
-
         ds = dataclasses.replace(ds, X=read_images(list(ds.X)))
-    store = None
-    try:
+    with JobContext() as ctx:
         if resume:
-            run = RunDirectory.create(out, job="selftrain", config=config, resume=resume)
-            config = {**config, **run.config}
-            config.setdefault("run_id", f"selftrain-{run.path.name}-{config.get('created_at', '')}")
-            store = outputs.open_store(config.get("store") or run.path / STORE_FILE)
+            run = ctx.attach(RunDirectory.create(out, job="selftrain", config={}, resume=True))
+            config = _resumed_config(run, given, say)
+            store = ctx.open_store(config.store or run.path / STORE_FILE)
             rows, y_partial, y_true, given_source = _start(ds, config, store, run, say)
         else:
-            if config.get("store"):
-                config["store"] = str(Path(config["store"]).expanduser().resolve())
-                # Opened before the run directory exists: a corrupt or too new store stops here.
-                store = outputs.open_store(config["store"])
+            store = None
+            if config.store:  # opened and checked before the run directory exists
+                config = config.replace(store=str(Path(config.store).expanduser().resolve()))
+                store = ctx.open_store(config.store)
             rows, y_partial, y_true, given_source = _start(ds, config, store, None, say)
-            config["run_id"] = config.get("run_id") or outputs.new_run_id("selftrain")
-            config["start"] = "data" if given_source is None else "store"
-            run = RunDirectory.create(out, job="selftrain", config=config, resume=resume)
+            config = config.replace(run_id=config.run_id or outputs.new_run_id("selftrain"),
+                                    start="data" if given_source is None else "store")
+            run = ctx.attach(RunDirectory.create(out, job="selftrain", config=config.to_dict()))
             if given_source is not None:
                 outputs.write_start_labels(run, [ds.items[i] for i in rows], y_partial, given_source)
-            store = store or outputs.open_store(run.path / STORE_FILE)
+            store = store or ctx.open_store(run.path / STORE_FILE)
         ds = _subset(ds, rows)
-        recorder = outputs.StoreRecorder(store, ds, config["run_id"], job="selftrain", config=config)
+        recorder = outputs.StoreRecorder(store, ds, config.run_id, job="selftrain", config=config.to_dict())
         if given_source is None:
             recorder.record_given(y_partial)
         return _fit_and_record(config, ds, run, recorder, y_partial, y_true, given_source, resume, say)
-    except sqlite3.DatabaseError as exc:  # damage past the first page shows only when a query reaches it
-        raise StoreError(f"{store.path if store is not None else config.get('store')} cannot be read as a label "
-                         f"store ({exc}); restore it from a backup or pass a new --store.") from None
-    finally:
-        if store is not None:
-            store.close()
 
 
-def _fit_and_record(config, ds, run, recorder, y_partial, y_true, given_source, resume, say) -> SelfTrainResult:
-    from pseudolabel.jobs.outputs import print_round_table, write_labels, write_model
+def _resumed_config(run: RunDirectory, given, say) -> SelfTrainConfig:
+    """The saved config of ``run`` (it wins), with a note for each option given that differs."""
+    saved = run.config
+    config = SelfTrainConfig.build(saved)
+    if config.run_id is None:  # runs from before run ids were saved
+        config = config.replace(run_id=outputs.legacy_run_id("selftrain", run.path.name, saved.get("created_at", "")))
+    asked = given.to_dict() if isinstance(given, SelfTrainConfig) else dict(given)
+    for key, value in asked.items():
+        if key in saved and value is not None and saved[key] != value and key not in ("store", "run_id"):
+            say(f"note: --resume continues with the saved {key}={saved[key]!r}, not {value!r}")
+    return config
 
+
+class RoundRecorder(Callback):
+    """After each round: its labels into the store, its record into history, a checkpoint, a line.
+
+    Into the store before the checkpoint: a kill in between redoes the round, and the recorder
+    (diffing against the store) writes nothing twice."""
+
+    def __init__(self, run: RunDirectory, recorder, say, t_start: float):
+        self.run, self.recorder, self.say, self.t_start = run, recorder, say, t_start
+
+    def on_round_end(self, st, record: dict) -> None:
+        record = {**record, "elapsed_s": time.perf_counter() - self.t_start}
+        self.recorder.record_pseudo(st.transduction_, st.labeled_iter_, st.label_confidence_, record["round"])
+        self.run.append_history(record)
+        self.run.save_checkpoint(st.get_state())
+        acc = record.get("test_accuracy")
+        self.say(f"round {record['round']}: {record['n_labeled']} labeled (+{record['n_added']})"
+                 + (f", test accuracy {acc:.4f}" if acc is not None else ""))
+
+
+def _fit_and_record(config: SelfTrainConfig, ds, run, recorder, y_partial, y_true, given_source, resume,
+                    say) -> SelfTrainResult:
     t_start = time.perf_counter()
-    progress = EpochProgress()
-    st = build_selftraining(config, progress)
+    progress = EpochProgress(say=say)
+    st = config.selftraining([progress])
+    st.callback = [RoundRecorder(run, recorder, say, t_start), progress]
 
     state = run.load_checkpoint() if resume else None
     if resume:
@@ -273,41 +228,20 @@ def _fit_and_record(config, ds, run, recorder, y_partial, y_true, given_source, 
         progress.round = len(finished)
         say(f"resuming {run.path} after round {finished[-1]['round']}" if finished else f"restarting {run.path}")
 
-    def on_round(est, record):
-        record = {**record, "elapsed_s": time.perf_counter() - t_start}
-        # Into the store before the checkpoint: a kill in between redoes the round, and the
-        # recorder (diffing against the store) writes nothing twice.
-        recorder.record_pseudo(est.transduction_, est.labeled_iter_, est.label_confidence_, record["round"])
-        run.append_history(record)
-        run.save_checkpoint(est.get_state())
-        progress.round = record["round"] + 1
-        for cb in getattr(est.estimator_, "callbacks", None) or ():
-            if isinstance(cb, EpochProgress):  # fit cloned the estimator, and its callbacks with it
-                cb.round = progress.round
-        acc = record.get("test_accuracy")
-        say(f"round {record['round']}: {record['n_labeled']} labeled (+{record['n_added']})"
-            + (f", test accuracy {acc:.4f}" if acc is not None else ""))
-
-    st.callback = on_round
     eval_set = (ds.X_test, ds.y_test) if ds.X_test is not None else None
     say(f"self-training on {ds.name}: {int((y_partial != -1).sum())} labeled, {int((y_partial == -1).sum())} unlabeled")
-    try:
-        st.fit(ds.X, y_partial, eval_set=eval_set, y_true=y_true, resume=state)
-    except BaseException as exc:  # finished rounds stay; the status says why the rest did not run
-        run.set_status("failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
-                       error=f"{type(exc).__name__}: {exc}"[:500])
-        raise
+    st.fit(ds.X, y_partial, eval_set=eval_set, y_true=y_true, resume=state)
 
     recorder.record_pseudo(st.transduction_, st.labeled_iter_, st.label_confidence_)
     pool = np.flatnonzero(st.transduction_ == -1)
     recorder.record_predictions(st.estimator_, ds.X, pool, st.n_iter_)
     history = run.read_history()
     run.write_history_csv(history)
-    write_labels(run, ds, st, given_source)
-    write_model(run, st.estimator_)
+    outputs.write_labels(run, ds, st, given_source)
+    outputs.write_model(run, st.estimator_)
     test_acc = history[-1].get("test_accuracy") if history else None
     run.set_status("finished", termination=st.termination_condition_, test_accuracy=test_acc)
-    print_round_table(history)
+    outputs.print_round_table(history)
     store = recorder.store.path
     say(f"label store {store}: run {recorder.run_id}, {int((st.labeled_iter_ == 0).sum())} starting labels, "
         f"{int((st.labeled_iter_ > 0).sum())} pseudo labels, {len(pool)} predictions to review; "

@@ -22,29 +22,38 @@ in round 1 and 0.95 from round 2 on (a schedule's last value repeats).
 from __future__ import annotations
 
 import contextlib
-import sys
+import json
 import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from pseudolabel.exceptions import InputError, PseudolabelError, RunDirectoryError
-from pseudolabel.runs import CONFIG, RunDirectory, _jsonable, _now
-from pseudolabel.selection import check_schedule
+from joblib import Parallel, delayed
 
-SWEEP_FILE = "sweep.json"
-CELLS = "cells"
+from pseudolabel.callbacks import say as _say
+from pseudolabel.datasets import load_dataset
+from pseudolabel.exceptions import InputError, PseudolabelError, RunDirectoryError
+from pseudolabel.jobs.config import SelfTrainConfig
+from pseudolabel.jobs.recipes import RECIPES
+from pseudolabel.jobs.selftrain import run_selftrain
+from pseudolabel.report import write_report
+from pseudolabel.runs import CELLS, CONFIG, SWEEP_FILE, RunDirectory, jsonable, now_iso
+from pseudolabel.selection import check_schedule
+from pseudolabel.tables import mode_of, threshold_label
+
 LOGS = "logs"
 AXES = ("labeled", "threshold", "seed", "mode")
-# Recipe keys a cell must share with the sweep it belongs to; resuming with other values would mix
-# two experiments in one table.
-_CELL_KEYS = ("data", "labeled", "threshold", "seed", "relabel", "class_quota", "max_iter", "epochs", "arch",
-              "min_steps", "batch_size", "lr", "augment", "warm_start", "optimizer", "weight_decay")
+# Keys a cell may hold with other values than the sweep asks for: where it runs, its own ids and
+# paths. Every other setting a cell must share with its sweep; resuming with other values would
+# mix two experiments in one table.
+_CELL_FREE = ("device", "run_id", "start", "store", "recipe", "sweep_cell", "sweep_reference")
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+# Set per cell (by its axes and mode), so not among the settings the cells share.
+_PER_CELL = ("labeled", "threshold", "seed", "relabel", "class_quota", "run_id", "start")
+# Job settings a sweep records only when set.
+_UNSET_IF_NONE = ("store", "final_epochs", "final_arch")
 
 
 # ------------------------------------------------------------------------------------- the axes
@@ -151,21 +160,6 @@ def parse_modes(text: str) -> list[str]:
     return modes
 
 
-def threshold_label(value) -> str:
-    """``0.99`` -> ``"0.99"``; ``[0.99, 0.95]`` -> ``"0.99>0.95"`` (the axis syntax)."""
-    if isinstance(value, (list, tuple)):
-        return ">".join(f"{float(v):g}" for v in value)
-    return f"{float(value):g}"
-
-
-def mode_of(config: dict) -> str:
-    """The mode string of a run's config (see :func:`parse_mode`)."""
-    mode = "relabel" if config.get("relabel") else "keep"
-    if config.get("class_quota"):
-        mode += f"+quota={int(config['class_quota'])}"
-    return mode
-
-
 # ------------------------------------------------------------------------------------- the grid
 
 @dataclass(frozen=True)
@@ -232,8 +226,6 @@ def read_sweep(path: str | Path) -> tuple[dict, list[SweepCell]]:
     """The settings and cells of the sweep in ``path`` (its config.json and sweep.json)."""
     path = Path(path)
     try:
-        import json
-
         grid = json.loads((path / SWEEP_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise RunDirectoryError(f"cannot read {path / SWEEP_FILE}: {exc}; is {path} a sweep directory?") from exc
@@ -268,8 +260,8 @@ def cell_state(path: Path) -> str:
 
 def _check_cell_matches(path: Path, wanted: dict) -> None:
     saved = RunDirectory(path).config
-    for key in _CELL_KEYS:
-        if key in wanted and key in saved and _jsonable(saved[key]) != _jsonable(wanted[key]):
+    for key in sorted((set(wanted) & set(saved)) - set(_CELL_FREE)):
+        if jsonable(saved[key]) != jsonable(wanted[key]):
             raise RunDirectoryError(
                 f"cell {path} was run with {key}={saved[key]!r}, but this sweep asks for {wanted[key]!r}; "
                 "delete that cell directory or choose a new --out."
@@ -278,17 +270,15 @@ def _check_cell_matches(path: Path, wanted: dict) -> None:
 
 def _run_cell(cfg: dict, path: Path, resume: bool, dataset, log: Path, threads: int | None) -> CellOutcome:
     """Run or resume one cell with its output in ``log``; a failure becomes an outcome, not a crash."""
-    from pseudolabel.jobs.selftrain import run_selftrain
-
     if threads:
-        import torch  # only to keep parallel workers at one thread each
+        import torch  # torch is optional: only to keep parallel workers at one thread each
 
         torch.set_num_threads(threads)
     name = path.name
     t0 = time.perf_counter()
     with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         where = f" in a worker with {threads} torch thread(s)" if threads else ""
-        print(f"--- {_now()} {'resuming' if resume else 'starting'} {name}{where}", flush=True)
+        print(f"--- {now_iso()} {'resuming' if resume else 'starting'} {name}{where}", flush=True)
         try:
             with warnings.catch_warnings():
                 # The all-labels reference has no unlabeled samples on purpose.
@@ -310,9 +300,9 @@ def _open_sweep(out: Path, settings: dict, resume: bool) -> RunDirectory:
     saved = RunDirectory(out).config
     if saved.get("job") == "sweep":  # another job's directory: RunDirectory.create says which
         saved = {k: v for k, v in saved.items() if k not in ("job", "created_at")}
-        wanted = _jsonable(settings)
+        wanted = jsonable(settings)
         # The device is where a sweep runs, not what it measures: it may change between sessions.
-        for key in sorted((set(saved) | set(wanted)) - {"device"}):
+        for key in sorted((set(saved) & set(wanted)) - {"device"}):
             if saved.get(key) != wanted.get(key):
                 raise RunDirectoryError(
                     f"{out} holds a sweep with {key}={saved.get(key)!r}, not {wanted.get(key)!r}; "
@@ -361,23 +351,25 @@ def run_sweep(config: dict, out: str | Path, *, n_jobs: int = 1, say: Callable[[
     >>> run_sweep({"data": "digits", "labeled": [60], "threshold": [0.9, 0.99], "seeds": [0],
     ...            "max_iter": 1, "epochs": 1}, "runs/sweep")  # doctest: +SKIP
     """
-    from joblib import Parallel, delayed
-
-    from pseudolabel.datasets import load_dataset
-    from pseudolabel.jobs.selftrain import DEFAULTS, _check_config
-
     out = Path(out)
     config = dict(config)
     labeled = [int(v) for v in config.pop("labeled", None) or []]
     thresholds = list(config.pop("threshold", None) or [])
     seeds = [int(v) for v in config.pop("seeds", None) or []]
-    settings = {**DEFAULTS, **config}
-    modes = list(settings.pop("modes", None) or [mode_of(settings)])
-    reference = bool(settings.pop("reference", True))
-    for key in ("relabel", "class_quota", "seed"):  # set per cell by its mode and seed
-        settings.pop(key, None)
+    modes = config.pop("modes", None)
+    reference = bool(config.pop("reference", True))
+    given = {k: v for k, v in config.items() if v is not None}
+    # The settings every cell shares: the recipe with the options, checked once (the threshold
+    # is each cell's, checked below).
+    settings = {k: v for k, v in SelfTrainConfig.build({**given, "threshold": 0.99}).to_dict().items()
+                if k not in _PER_CELL and not (k in _UNSET_IF_NONE and v is None)}
+    if (out / CONFIG).is_file():  # continuing: what the saved sweep settled and this call leaves open wins
+        saved = RunDirectory(out).config
+        if saved.get("job") == "sweep":
+            settings.update({k: v for k, v in saved.items() if k not in given and k in settings})
+    modes = list(modes or [mode_of({**RECIPES[settings.get("recipe", "default")], **given})])
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
-        raise InputError(f"--n-jobs must be a positive number or -1 (one per core), got {n_jobs!r}.")
+        raise InputError(f"--jobs must be a positive number or -1 (one per core), got {n_jobs!r}.")
     for m in modes:
         parse_mode(m)
     for t in thresholds:
@@ -386,9 +378,6 @@ def run_sweep(config: dict, out: str | Path, *, n_jobs: int = 1, say: Callable[[
         except PseudolabelError:
             raise InputError(f"threshold {t!r} is outside [0, 1); give confidences such as 0.9,0.95,0.99.") from None
     cells = sweep_grid(labeled, thresholds, seeds, modes, reference=reference)
-    _check_config({**settings, "threshold": 0.99})
-    if settings.get("epochs") is not None and int(settings["epochs"]) < 1:
-        raise InputError(f"--epochs must be >= 1, got {settings['epochs']}.")
 
     if "data" not in settings:
         if dataset is None:
@@ -457,8 +446,6 @@ def run_sweep(config: dict, out: str | Path, *, n_jobs: int = 1, say: Callable[[
     failed = [o for o in outcomes if o.state == "failed"]
     report_path = None
     if report:
-        from pseudolabel.report import write_report
-
         try:
             report_path = write_report([out], out=out)
             say(f"report: {report_path}")

@@ -303,6 +303,7 @@ def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
     if not token:
         raise InputError("the review page needs a non-empty token; pass token=secrets.token_urlsafe().")
     store = store_path if isinstance(store_path, LabelStore) else LabelStore(store_path, create=False)
+    store.verify()  # read whole once: a damaged store is refused at start, not request by request
     if images is None and store.get_meta("images"):
         images = store.get_meta("images")
     source = open_image_source(images, base=store.path.parent)

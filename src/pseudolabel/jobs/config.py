@@ -1,0 +1,265 @@
+"""Typed job configs: built once from a recipe name plus the user's options, checked once, saved to
+and read from a run's ``config.json``.
+
+Every job (selftrain, clean, sweep) takes one of these. ``build`` resolves the recipe by name
+(:mod:`pseudolabel.jobs.recipes`), lays the user's options over it and checks every value against
+one table of allowed values (``constraints``, the way scikit-learn declares
+``_parameter_constraints``); the model's own parameters are checked by the model, and
+self-training's by ``SelfTraining``, so each value has one rule in one place. The model's
+parameter names come from ``ConvNetClassifier().get_params()``, never from a hand-kept list.
+
+A config reads like the flat dict ``config.json`` holds (``config["epochs"]``, ``{**config}``), so
+run directories written before these classes existed resume unchanged: their keys are sorted into
+job settings, model parameters and anything else (kept as it was).
+
+Examples
+--------
+>>> cfg = SelfTrainConfig.build({"data": "digits", "labeled": 100, "recipe": "seed"})
+>>> cfg.threshold, cfg.model["arch"], cfg["epochs"]
+(0.99, 'seed', 10)
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pseudolabel._validation import Boolean, Interval, Options, check_params
+from pseudolabel.exceptions import InputError
+from pseudolabel.issues import METHODS, POLICIES
+from pseudolabel.jobs.recipes import CLEAN_RECIPES, RECIPES
+from pseudolabel.selftrain import SelfTraining
+
+# Written by RunDirectory.create beside the config; never part of a job's settings.
+_RUN_KEYS = ("job", "created_at")
+NOISE_KINDS = ("symmetric", "pairs")
+
+
+@functools.lru_cache(maxsize=None)
+def model_param_names() -> frozenset:
+    """The ConvNetClassifier parameters a config may set (what the job supplies itself left out)."""
+    from pseudolabel.models import ConvNetClassifier  # torch: loaded only when a job builds a model
+
+    return frozenset(ConvNetClassifier().get_params()) - {"module", "random_state", "callbacks", "verbose"}
+
+
+def make_model(model: Mapping, seed: int, callbacks=None):
+    """The ConvNetClassifier of ``model``'s parameters, seeded."""
+    from pseudolabel.models import ConvNetClassifier  # torch is loaded lazily
+
+    return ConvNetClassifier(random_state=seed, callbacks=callbacks, **dict(model))
+
+
+@dataclass
+class JobConfig(Mapping):
+    """What every job's config has: the data, the seed, the recipe, the store, the run id; the
+    model's parameters (``model``) and keys the job does not read (``extra``, kept in config.json)."""
+
+    job: ClassVar[str] = ""
+    recipes: ClassVar[dict] = {}
+    constraints: ClassVar[dict] = {}
+
+    data: Any = None
+    seed: int = 0
+    recipe: str = "default"
+    store: str | None = None
+    run_id: str | None = None
+    model: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    # -- building ----------------------------------------------------------------------------
+    @classmethod
+    def build(cls, options: Mapping | None = None, **more) -> "JobConfig":
+        """The recipe ``options["recipe"]`` (default "default") with the options that are not None
+        laid over it, checked."""
+        given = {k: v for k, v in {**(options or {}), **more}.items() if v is not None}
+        recipe = given.get("recipe", "default")
+        if recipe not in cls.recipes:
+            raise InputError(f"--recipe must be one of {', '.join(map(repr, cls.recipes))}. Got {recipe!r} instead.")
+        flat = {**cls.recipes[recipe], **given}
+        cls._adjust(flat, given)
+        return cls.from_dict(flat).check()
+
+    @classmethod
+    def _adjust(cls, flat: dict, given: dict) -> None:
+        """Rules between options; ``given`` holds only what the caller set. Epochs mean epochs: a
+        recipe's minimum of optimizer steps (which stretches training on small data) gives way
+        when the caller sets the epochs but not the minimum."""
+        if "epochs" in given and "min_steps" not in given:
+            flat["min_steps"] = 0
+
+    @classmethod
+    def coerce(cls, config) -> "JobConfig":
+        """A config as is, or one built from a dict (a recipe and options, or a saved config)."""
+        return config if isinstance(config, cls) else cls.build(config)
+
+    @classmethod
+    def from_dict(cls, flat: Mapping) -> "JobConfig":
+        """Sort a flat dict (a recipe with options, or a saved config.json) into fields, model
+        parameters and extra keys. Nothing is checked here: :meth:`check` does that."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"model", "extra"}
+        known, model, extra = {}, {}, {}
+        for k, v in flat.items():
+            if k in _RUN_KEYS:
+                continue
+            if k in names:
+                known[k] = v
+            elif k in model_param_names():
+                model[k] = v
+            else:
+                extra[k] = v
+        if isinstance(flat.get("model"), Mapping):  # a config dumped with asdict
+            model.update(flat["model"])
+            extra.pop("model", None)
+        return cls(**known, model=model, extra=extra)
+
+    def replace(self, **changes) -> "JobConfig":
+        """A copy with ``changes`` (job settings or model parameters), not checked again."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def check(self) -> "JobConfig":
+        """Check every value against the one table of each owner; raises InputError naming the
+        first bad one (as a command-line flag). Returns self."""
+        check_params(self.to_dict(), self.constraints)
+        make_model(self.model, 0).check_params()
+        self._check_more()
+        return self
+
+    def _check_more(self) -> None:
+        """Checks that need more than one value (a subclass's)."""
+
+    # -- reading, as the flat dict config.json holds -----------------------------------------
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("model", "extra")}
+        return {**self.extra, **out, **self.model}
+
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+_SEED = [Interval(int, 0, None)]
+
+
+@dataclass
+class SelfTrainConfig(JobConfig):
+    """The selftrain job: data, how many labels to keep, the rounds (``SelfTraining``'s
+    parameters) and the model. ``final_epochs``: a student trained from scratch on the last
+    round's labels (the frontier recipe)."""
+
+    job: ClassVar[str] = "selftrain"
+    recipes: ClassVar[dict] = RECIPES
+    constraints: ClassVar[dict] = {
+        "labeled": [Interval(int, 1, None), None],
+        "seed": _SEED,
+        "recipe": [Options(*RECIPES)],
+        "final_epochs": [Interval(int, 1, None), None],
+        "final_arch": [Options("auto", "strided", "fast", "wide", "seed"), None],
+        "start": [Options("data", "store"), None],
+    }
+
+    labeled: int | None = None
+    threshold: Any = 0.99
+    max_iter: int | None = 4
+    relabel: bool = True
+    class_quota: int | None = None
+    given_share: float | None = 0.5
+    final_epochs: int | None = None
+    final_arch: str | None = None
+    start: str | None = None
+
+    def _check_more(self) -> None:
+        self.selftraining().check_params()
+
+    def selftraining(self, callbacks=None) -> SelfTraining:
+        """The SelfTraining of this config around its model; ``callbacks`` go to every model (their
+        epoch hooks) and to SelfTraining (their round hooks)."""
+        clf = make_model(self.model, self.seed, callbacks)
+        final = None
+        if self.final_epochs:  # a student trained from scratch on the last round's labels
+            final = make_model({**self.model, "arch": self.final_arch or self.model.get("arch", "auto"),
+                                "epochs": self.final_epochs, "min_steps": 0, "warm_start": False},
+                               self.seed + 1, callbacks)
+        return SelfTraining(clf, threshold=self.threshold, max_iter=self.max_iter, relabel=self.relabel,
+                            class_quota=self.class_quota, given_share=self.given_share, final_estimator=final,
+                            callback=list(callbacks) if callbacks else None)
+
+
+@dataclass
+class CleanConfig(JobConfig):
+    """The clean job: folds, passes, how suspects are ranked and fixed, the simulation's noise,
+    workers, and the folds' model (later passes: ``later_*``)."""
+
+    job: ClassVar[str] = "clean"
+    recipes: ClassVar[dict] = CLEAN_RECIPES
+    constraints: ClassVar[dict] = {
+        "seed": _SEED,
+        "folds": [Interval(int, 2, None)],
+        "passes": [Options("auto"), Interval(int, 1, None)],
+        "method": [Options(*METHODS)],
+        "threshold": [Interval(float, 0.0, 1.0, closed="left")],
+        "policy": [Options(*POLICIES)],
+        "noise": [Interval(float, 0.0, 1.0, closed="left"), None],
+        "noise_kind": [Options(*NOISE_KINDS)],
+        "limit": [Interval(int, 2, None), None],
+        "jobs": [Interval(int, 1, None)],
+        "threads": [Interval(int, 1, None)],
+        "eval_epochs": [Interval(int, 0, None)],
+        "later_epochs": [Interval(int, 0, None)],
+        "later_augment": [Options("affine", "none")],
+        "later_weighted": [Boolean()],
+        "average_passes": [Boolean()],
+    }
+
+    folds: int = 4
+    passes: Any = "auto"
+    method: str = "posterior"
+    threshold: float = 0.0
+    policy: str = "relabel"
+    noise: float | None = None
+    noise_kind: str = "symmetric"
+    limit: int | None = None
+    jobs: int = 1
+    threads: int = 1
+    eval_epochs: int = 2
+    later_epochs: int = 8
+    later_augment: str = "affine"
+    later_weighted: bool = True
+    average_passes: bool = True
+
+    @classmethod
+    def _adjust(cls, flat: dict, given: dict) -> None:
+        super()._adjust(flat, given)
+        passes = flat.get("passes")
+        if isinstance(passes, str) and passes.strip().isdigit():
+            flat["passes"] = int(passes)
+
+    @classmethod
+    def from_saved(cls, saved: Mapping) -> "CleanConfig":
+        """A saved config.json; a run from before later passes had their own recipe resumes
+        with the old behaviour (its later passes train like the first, unweighted, unaveraged)."""
+        saved = dict(saved)
+        if "later_epochs" not in saved:
+            saved.update(later_epochs=saved.get("epochs", CLEAN_RECIPES["default"]["epochs"]),
+                         later_augment=saved.get("augment") or "none", later_weighted=False, average_passes=False)
+        return cls.build(saved)
+
+    def pass_config(self, pass_no: int) -> "CleanConfig":
+        """The config whose model trains the folds of pass ``pass_no``: from pass 2 on,
+        ``later_epochs`` and ``later_augment`` ("none": no augmentation) replace the model's."""
+        if pass_no < 2:
+            return self
+        return self.replace(epochs=self.later_epochs,
+                            augment=None if self.later_augment == "none" else self.later_augment)
+
+
+def config_for(job: str, options: Mapping) -> JobConfig:
+    """The checked config of ``job`` ("selftrain" or "clean") from a recipe name and options."""
+    return {"selftrain": SelfTrainConfig, "clean": CleanConfig}[job].build(options)
