@@ -285,7 +285,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _make_estimator(self, estimator=None, name: str = "estimator"):
         estimator = self.estimator if estimator is None and name == "estimator" else estimator
         if estimator is None:
-            from pseudolabel.models import ConvNetClassifier
+            from pseudolabel.models import ConvNetClassifier  # torch is loaded only when it is the model
 
             return ConvNetClassifier()
         if not hasattr(estimator, "predict_proba"):

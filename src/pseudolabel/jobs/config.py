@@ -73,7 +73,8 @@ class JobConfig(Mapping):
     @classmethod
     def build(cls, options: Mapping | None = None, **more) -> "JobConfig":
         """The recipe ``options["recipe"]`` (default "default") with the options that are not None
-        laid over it, checked."""
+        laid over it, checked. None means "not given" (the command line's unset flags); to set a
+        parameter to None, use ``build(...).replace(name=None).check()``."""
         given = {k: v for k, v in {**(options or {}), **more}.items() if v is not None}
         recipe = given.get("recipe", "default")
         if recipe not in cls.recipes:

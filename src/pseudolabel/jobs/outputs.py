@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
+from sklearn.utils import _safe_indexing
 
 from pseudolabel.datasets import Dataset
 from pseudolabel.exceptions import InputError, StoreError
@@ -47,8 +49,6 @@ def write_labels(run: RunDirectory, ds: Dataset, st, given_source: np.ndarray | 
 
 
 def write_model(run: RunDirectory, estimator) -> None:
-    import joblib
-
     buf = io.BytesIO()
     joblib.dump(estimator, buf)
     atomic_write(run.path / "model.joblib", buf.getvalue())
@@ -225,8 +225,6 @@ class StoreRecorder:
 
     def record_predictions(self, estimator, X, rows: np.ndarray, round_: int) -> int:
         """Record the estimator's class probabilities for ``rows`` (the pool left unlabeled)."""
-        from sklearn.utils import _safe_indexing
-
         if len(rows) == 0:
             return 0
         proba = estimator.predict_proba(_safe_indexing(X, rows))

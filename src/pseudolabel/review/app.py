@@ -19,20 +19,22 @@ import secrets
 import socket
 import sys
 import threading
+import webbrowser
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import numpy as np
+import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from pseudolabel.exceptions import DataError, InputError
-from pseudolabel.store import QUEUES, queue as make_queue
 from pseudolabel.review.images import ImageSource, open_image_source
 from pseudolabel.review.page import INDEX_HTML, REVIEW_CSS, REVIEW_JS
-from pseudolabel.store import LabelStore
+from pseudolabel.store import QUEUES, LabelStore, queue as make_queue
 
 __all__ = ["create_app", "serve", "review_url", "allowed_hosts_for"]
 
@@ -270,8 +272,6 @@ class ReviewApp:
     @staticmethod
     async def _run(fn, *args) -> Response:
         # SQLite calls block: keep them off the event loop.
-        from starlette.concurrency import run_in_threadpool
-
         return await run_in_threadpool(fn, *args)
 
 
@@ -359,8 +359,6 @@ def serve(store_path: str | Path, images=None, host: str = "127.0.0.1", port: in
     >>> serve("runs/clean/labels.db", images="mnist.npz")   # doctest: +SKIP
     review page: http://127.0.0.1:8765/?token=...
     """
-    import uvicorn
-
     token = token or secrets.token_urlsafe(24)
     sock = _bind(host, port)
     try:
@@ -373,8 +371,6 @@ def serve(store_path: str | Path, images=None, host: str = "127.0.0.1", port: in
         print(f"review page: {url}", flush=True)
         print("press Ctrl+C to stop", flush=True)
         if open_browser:
-            import webbrowser
-
             webbrowser.open(url)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         server.run(sockets=[sock])

@@ -220,9 +220,7 @@ class LabelStore(StoreFile):
         if source not in SOURCES:
             raise InputError(f"source must be one of {', '.join(SOURCES)}, got {source!r}; "
                              "undo and discard have their own methods.")
-        from pseudolabel._validation import check_labels as as_labels
-
-        lab = as_labels(labels, name="labels")
+        lab = check_labels(labels, name="labels")
         items = list(items.tolist() if isinstance(items, np.ndarray) else items)
         if len(items) != len(lab):
             raise InputError(f"items and labels must be the same length, but items is length {len(items)} "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
+from pseudolabel._validation import check_labels
 from pseudolabel.exceptions import InputError
 from pseudolabel.store.transaction import _column
 
@@ -71,8 +72,6 @@ def record_suggestions(store: LabelStore, items: Sequence, given, suggested, sco
     --------
     >>> store.record_suggestions(keys, given, suggested, score, run_id, confidence=p_max)  # doctest: +SKIP
     """
-    from pseudolabel._validation import check_labels
-
     items = _as_list(items)
     n = len(items)
     giv = check_labels(given, name="given")
