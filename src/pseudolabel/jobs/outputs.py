@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import sys
-import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import joblib
@@ -18,7 +16,7 @@ from sklearn.utils import _safe_indexing
 from pseudolabel.datasets import Dataset
 from pseudolabel.exceptions import InputError, StoreError
 from pseudolabel.runs import RunDirectory, atomic_write
-from pseudolabel.store import LabelStore
+from pseudolabel.store import LabelStore, new_run_id  # noqa: F401  (new_run_id: the jobs' name for it)
 
 START_LABELS = "start_labels.csv"
 
@@ -77,11 +75,6 @@ def print_round_table(history: list[dict], file=None) -> None:
 
 
 # ------------------------------------------------------------------------------------ label store
-
-def new_run_id(job: str) -> str:
-    """A run id that sorts by time and does not collide: ``selftrain-20240101T120000-1a2b3c``."""
-    return f"{job}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-
 
 def legacy_run_id(job: str, directory: str, created_at: str) -> str:
     """The id of a run saved before run ids were: its job, directory name and start time."""

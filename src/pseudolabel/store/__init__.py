@@ -31,7 +31,7 @@ show again. Label ``-1`` means "no label"; a person may record it to reject an i
 """
 from __future__ import annotations
 
-from pseudolabel.store.labelstore import SOURCES, LabelStore
+from pseudolabel.store.labelstore import SOURCES, LabelStore, new_run_id
 from pseudolabel.store.predictions import predictions, record_predictions, record_suggestions
 from pseudolabel.store.queues import (
     QUEUE_COLUMNS, QUEUES, STRATEGIES, active_queue, all_queue, audit_queue, queue, suspect_queue,
@@ -39,6 +39,6 @@ from pseudolabel.store.queues import (
 from pseudolabel.store.schema import MIGRATIONS, SCHEMA_VERSION, apply_migrations
 from pseudolabel.store.transaction import Transaction
 
-__all__ = ["LabelStore", "Transaction", "SCHEMA_VERSION", "MIGRATIONS", "SOURCES", "apply_migrations",
+__all__ = ["LabelStore", "new_run_id", "Transaction", "SCHEMA_VERSION", "MIGRATIONS", "SOURCES", "apply_migrations",
            "record_predictions", "record_suggestions", "predictions", "QUEUES", "QUEUE_COLUMNS",
            "STRATEGIES", "suspect_queue", "audit_queue", "active_queue", "all_queue", "queue"]

@@ -31,6 +31,11 @@ _DISCARDABLE = ("pseudo", "corrected")
 _CHUNK = 900  # stays under SQLite's bound-parameter limit on old builds
 
 
+def new_run_id(job: str) -> str:
+    """A run id that sorts by time and does not collide: ``selftrain-20240101T120000-1a2b3c``."""
+    return f"{job}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
 class LabelStore(StoreFile):
     """All labels of a data set as an append-only log of events in SQLite.
 
@@ -179,7 +184,7 @@ class LabelStore(StoreFile):
         --------
         >>> run_id = store.begin_run("selftrain", {"threshold": 0.99})   # doctest: +SKIP
         """
-        run_id = run_id or f"{job}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        run_id = run_id or new_run_id(job)
         text = json.dumps(config or {}, sort_keys=True, default=str)
         with self._write() as cur:
             cur.execute("INSERT INTO runs(run_id, job, created_at, config) VALUES (?, ?, ?, ?) "
