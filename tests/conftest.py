@@ -4,6 +4,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Before numpy: the BLAS and OpenMP libraries loaded later (scipy's own OpenBLAS, scikit-learn's
+# libgomp) read these when they load, after threadpool_limits below has run, and would otherwise
+# start one thread per core in each pytest-xdist worker. Subprocesses of the tests inherit them.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
 import numpy as np
 import pytest
 import torch

@@ -25,8 +25,8 @@ from PIL import Image
 from pseudolabel.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-# 100 labels, 3 rounds; a threshold the briefly trained network passes, so every round adds labels.
-FAST = ["--data", "digits", "--labeled", "100", "--max-iter", "3", "--epochs", "15", "--recipe", "seed",
+# 100 labels, 2 rounds; a threshold the briefly trained network passes, so every round adds labels.
+FAST = ["--data", "digits", "--labeled", "100", "--max-iter", "2", "--epochs", "15", "--recipe", "seed",
         "--arch", "fast", "--threshold", "0.5", "--seed", "0"]
 TIMING = {"seconds", "elapsed_s"}
 TEST_ACCURACY_LINE = re.compile(r"^test accuracy: \d\.\d{4}$")
@@ -68,7 +68,7 @@ def test_selftrain_writes_the_run_directory(reference):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["job"] == "selftrain" and config["data"] == "digits" and config["labeled"] == 100
-    assert config["threshold"] == 0.5 and config["max_iter"] == 3 and config["seed"] == 0
+    assert config["threshold"] == 0.5 and config["max_iter"] == 2 and config["seed"] == 0
 
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [r["round"] for r in history] == list(range(len(history)))
@@ -157,11 +157,11 @@ def test_resume_after_a_kill_gives_the_same_history(reference, tmp_path):
             proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
     rounds = len(history.read_text().splitlines())
-    assert 2 <= rounds < 4, "the kill came after the run had finished"
+    assert rounds == 2, "the kill came after the run had finished"
 
-    done = subprocess.run([*cli_command(), "selftrain", *FAST, "--out", str(out), "--resume"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # The kill is a real process's; the resume only reads what it left, so it runs in-process.
+    done = CliRunner().invoke(main, ["selftrain", *FAST, "--out", str(out), "--resume"])
+    assert done.exit_code == 0, done.output[-3000:] + done.stderr[-3000:]
     assert "resuming" in done.stderr or "restarting" in done.stderr
     got, want = history_without_timing(history), history_without_timing(ref_out / "history.jsonl")
     assert got == want, f"killed after {rounds} rounds; resumed run:\n{done.stderr[-2000:]}"

@@ -112,7 +112,10 @@ def test_resume_after_deleting_the_last_fold_checkpoint(sim, tmp_path):
 def test_second_pass_trains_on_the_fixed_labels_and_resumes(tmp_path):
     """At 30 % noise passes=auto (the default) runs a second pass: the first flags over 20 %."""
     out = tmp_path / "run"
-    args = ["--data", "digits", "--noise", "0.3", "--folds", "3", *FAST, "--seed", "0"]
+    # Fewer steps than FAST: this test trains 10 folds and 9 test-accuracy models (three runs).
+    # Measured: pass 1 0.948, pass 2 0.966 against the true labels; labels correct 0.985 (two passes)
+    # against 0.970 (one).
+    args = ["--data", "digits", "--noise", "0.3", "--folds", "3", "--min-steps", "50", "--epochs", "3", "--seed", "0"]
     result = _invoke(*args, "--out", out)
     assert result.exit_code == 0, result.output
     assert "passes auto: 2 (the first pass flagged at least 20% of the labels)" in result.stderr

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from pseudolabel._validation import check_labels as as_labels
 from pseudolabel.exceptions import InputError
 from pseudolabel.store import io, predictions, queues
 from pseudolabel.store.connection import StoreFile
@@ -225,7 +226,7 @@ class LabelStore(StoreFile):
         if source not in SOURCES:
             raise InputError(f"source must be one of {', '.join(SOURCES)}, got {source!r}; "
                              "undo and discard have their own methods.")
-        lab = check_labels(labels, name="labels")
+        lab = as_labels(labels, name="labels")
         items = list(items.tolist() if isinstance(items, np.ndarray) else items)
         if len(items) != len(lab):
             raise InputError(f"items and labels must be the same length, but items is length {len(items)} "
