@@ -98,3 +98,45 @@ def test_a_config_json_written_before_the_typed_configs_resumes_as_it_was():
                                                                                                      False)
     assert clean.pass_config(2)["epochs"] == 3 and clean.pass_config(2)["augment"] is None
     assert clean["min_steps"] == 200  # saved with the epochs: not reset
+
+
+def test_job_context_marks_a_failed_run_and_turns_sqlite_errors_into_one_line(tmp_path):
+    import sqlite3
+
+    from pseudolabel.exceptions import StoreError
+    from pseudolabel.jobs.context import JobContext
+    from pseudolabel.runs import RunDirectory
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with JobContext() as ctx:
+            ctx.open_store(tmp_path / "a.db")
+            run = ctx.attach(RunDirectory.create(tmp_path / "run", job="selftrain", config={}))
+            raise RuntimeError("boom")
+    assert run.status["state"] == "failed" and "boom" in run.status["error"]
+    assert ctx.store is None  # closed
+    with pytest.raises(StoreError) as err:
+        with JobContext() as ctx:
+            ctx.open_store(tmp_path / "b.db")
+            run2 = ctx.attach(RunDirectory.create(tmp_path / "run2", job="clean", config={}))
+            raise sqlite3.DatabaseError("database disk image is malformed")
+    assert "b.db cannot be read as a label store (database disk image is malformed)" in str(err.value)
+    assert "\n" not in str(err.value) and run2.status["state"] == "failed"
+    # A run directory that was never attached (another run's) is left alone.
+    with pytest.raises(RuntimeError):
+        with JobContext():
+            raise RuntimeError("before the run")
+    assert run.status["error"].endswith("boom")
+
+
+def test_resume_keeps_the_saved_config_and_names_each_option_that_differs(digits, tmp_path):
+    from pseudolabel.jobs.selftrain import run_selftrain
+
+    lines = []
+    options = {"data": "digits", "labeled": 60, "max_iter": 0, "epochs": 1, "seed": 0}
+    run_selftrain(options, tmp_path / "run", say=lines.append)
+    lines.clear()
+    result = run_selftrain({**options, "seed": 5, "epochs": 2}, tmp_path / "run", resume=True, say=lines.append)
+    notes = [line for line in lines if line.startswith("note: --resume")]
+    assert notes == ["note: --resume continues with the saved epochs=1, not 2",
+                     "note: --resume continues with the saved seed=0, not 5"]
+    assert result.run.config["seed"] == 0 and result.run.config["epochs"] == 1

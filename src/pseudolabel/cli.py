@@ -79,18 +79,18 @@ def _selftrain_options(fn):
                      help="Confidence a prediction must exceed; a comma list gives one per round (default: the "
                           "recipe's, 0.99; jobs/recipes.py says why)."),
         click.option("--max-iter", type=int, default=None, help="Rounds of pseudo-labeling (default: the recipe's)."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=int, default=None, show_default="0"),
         click.option("--epochs", type=int, default=None,
                      help="Epochs per round (default: the recipe's; given alone, exactly this many: the recipe's "
                           "--min-steps no longer stretches a round)."),
         click.option("--arch", type=click.Choice(["auto", "strided", "fast", "wide", "seed"]), default=None,
                      help="Built-in network (default: the recipe's)."),
-        click.option("--recipe", type=click.Choice(["default", "frontier", "seed"]), default="default",
-                     show_default=True,
+        click.option("--recipe", type=click.Choice(["default", "frontier", "seed"]), default=None,
+                     show_default="default",
                      help="default: warm-started, augmented, relabeling (about 5 minutes on MNIST, 2 cores); "
                           "frontier: the same, then a larger student model trained on its labels (about 10 "
                           "minutes); seed: the case study's protocol."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--device", default=None, show_default="auto", help="auto, cpu, cuda or cuda:N."),
         click.option("--relabel/--no-relabel", default=None, help="Relabel the whole pool each round."),
     ]
     for opt in reversed(options):
@@ -161,7 +161,7 @@ def demo(out):
 @click.option("--data", required=True, help="mnist, digits, an image folder, a CSV manifest or a .npz file.")
 @click.option("--noise", type=float, default=None,
               help="Simulation: corrupt this share of the labels first and measure how well they are found.")
-@click.option("--noise-kind", type=click.Choice(["symmetric", "pairs"]), default="symmetric", show_default=True,
+@click.option("--noise-kind", type=click.Choice(["symmetric", "pairs"]), default=None, show_default="symmetric",
               help="symmetric: a uniformly drawn other class; pairs: class c becomes c+1.")
 @click.option("--folds", type=int, default=None, help="Cross-validation folds (default: the recipe's, 4).")
 @click.option("--passes", type=str, default=None,
@@ -175,8 +175,8 @@ def demo(out):
 @click.option("--threshold", type=float, default=None,
               help="Confidence the prediction needs for an automatic relabel or drop (default: 0, every "
                    "flagged sample; a model trained on noisy labels is rarely confident).")
-@click.option("--policy", type=click.Choice(["relabel", "drop", "prune", "review"]), default="relabel",
-              show_default=True,
+@click.option("--policy", type=click.Choice(["relabel", "drop", "prune", "review"]), default=None,
+              show_default="relabel",
               help="What happens to a confident suspect; prune also drops every sample whose best label is "
                    "below --threshold; review leaves every label to a person.")
 @click.option("--epochs", type=int, default=None, help="Epochs per fold (default: the recipe's).")
@@ -190,13 +190,13 @@ def demo(out):
               help="Rank with the mean of the passes' probabilities, or the last pass's (default: the mean).")
 @click.option("--min-steps", type=int, default=None,
               help="At least this many training steps per fold, for small data sets (default: the recipe's).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None, show_default="0")
 @click.option("--limit", type=int, default=None, help="Use the first N training samples (quick runs).")
-@click.option("--jobs", type=int, default=1, show_default=True,
+@click.option("--jobs", type=int, default=None, show_default="1",
               help="Folds trained at once, in worker processes of one thread each (2 on a 2-core CPU).")
-@click.option("--threads", type=int, default=1, show_default=True,
+@click.option("--threads", type=int, default=None, show_default="1",
               help="torch threads of the main process; more only help on an otherwise idle machine.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default=None, show_default="auto", help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the killed run in --out from its last finished fold.")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
