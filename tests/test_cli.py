@@ -276,3 +276,15 @@ def test_selftrain_semi_learns_from_the_unlabeled_rows_too(tmp_path):
     assert re.search(r"round 0 epoch 1/\d+ .* unlabeled used \d\.\d{3}", result.stderr), result.stderr
     assert json.loads((out / "config.json").read_text())["semi"] == "fixmatch"
     assert TEST_ACCURACY_LINE.match(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--labeled", "99999999"], "--labeled 99999999 is more than the 1347 labeled samples of data 'digits'"),
+    (["--labeled", "100", "--epochs", "0"], "--epochs must be an int >= 1. Got 0 instead."),
+    (["--labeled", "100", "--device", "cuda:7"], "device 'cuda:7' is not available here"),
+    (["--labeled", "100", "--device", "tpu"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'tpu'"),
+])
+def test_impossible_options_are_refused_before_a_run_directory_exists(tmp_path, args, expected):
+    line = assert_one_line_error(invoke("selftrain", "--data", "digits", *args, "--out", str(tmp_path / "run")))
+    assert expected in line
+    assert not (tmp_path / "run").exists()

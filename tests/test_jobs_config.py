@@ -47,7 +47,9 @@ def test_epochs_mean_epochs_unless_min_steps_is_given_too():
     ({"threshold": [0.99, 2.0]}, "must be a float in [0, 1). Got 2.0 instead."),
     ({"max_iter": -1}, "The 'max_iter' parameter of SelfTraining must be an int >= 0 or None. Got -1"),
     ({"labeled": 0}, "--labeled must be an int >= 1 or None. Got 0 instead."),
-    ({"epochs": -2}, "The 'epochs' parameter of ConvNetClassifier must be an int >= 0. Got -2 instead."),
+    ({"epochs": 0}, "--epochs must be an int >= 1. Got 0 instead."),
+    ({"batch_size": 0}, "The 'batch_size' parameter of ConvNetClassifier must be an int >= 1. Got 0 instead."),
+    ({"device": "cuda:7"}, "device 'cuda:7' is not available here"),
     ({"arch": "huge"}, "The 'arch' parameter of ConvNetClassifier must be one of"),
     ({"seed": "x"}, "--seed must be an int >= 0. Got 'x' instead."),
 ])
@@ -64,6 +66,7 @@ def test_selftrain_values_checked_once_with_one_message_shape(options, message):
     ({"method": "vote"}, "--method must be one of"),
     ({"later_weighted": "yes"}, "--later-weighted must be True or False. Got 'yes' instead."),
     ({"jobs": 0}, "--jobs must be an int >= 1. Got 0 instead."),
+    ({"later_epochs": 0}, "--later-epochs must be an int >= 1. Got 0 instead."),
 ])
 def test_clean_values_checked_once(options, message):
     with pytest.raises(InputError) as err:
@@ -128,15 +131,20 @@ def test_job_context_marks_a_failed_run_and_turns_sqlite_errors_into_one_line(tm
     assert run.status["error"].endswith("boom")
 
 
-def test_resume_keeps_the_saved_config_and_names_each_option_that_differs(digits, tmp_path):
+def test_resume_refuses_options_that_change_results_and_applies_where_it_runs(digits, tmp_path):
     from pseudolabel.jobs.selftrain import run_selftrain
 
     lines = []
     options = {"data": "digits", "labeled": 60, "max_iter": 0, "epochs": 1, "seed": 0}
-    run_selftrain(options, tmp_path / "run", say=lines.append)
+    first = run_selftrain(options, tmp_path / "run", say=lines.append)
+    before = {p.name: p.read_bytes() for p in first.run.path.iterdir() if p.is_file()}
+    with pytest.raises(InputError) as err:
+        run_selftrain({**options, "seed": 5, "epochs": 2}, tmp_path / "run", resume=True, say=lines.append)
+    message = str(err.value)
+    assert "saved with other settings: epochs 2 (saved 1), seed 5 (saved 0);" in message and "\n" not in message
+    # Refused before the run was touched: every file as it was, the status still finished.
+    assert {p.name: p.read_bytes() for p in first.run.path.iterdir() if p.is_file()} == before
     lines.clear()
-    result = run_selftrain({**options, "seed": 5, "epochs": 2}, tmp_path / "run", resume=True, say=lines.append)
-    notes = [line for line in lines if line.startswith("note: --resume")]
-    assert notes == ["note: --resume continues with the saved epochs=1, not 2",
-                     "note: --resume continues with the saved seed=0, not 5"]
-    assert result.run.config["seed"] == 0 and result.run.config["epochs"] == 1
+    again = run_selftrain({**options, "device": "cpu"}, tmp_path / "run", resume=True, say=lines.append)
+    assert "note: --resume applies device='cpu' (saved 'auto')" in lines
+    assert again.run.config["seed"] == 0 and again.test_accuracy == first.test_accuracy

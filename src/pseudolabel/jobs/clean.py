@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from pseudolabel.callbacks import EpochProgress, say as _say
 from pseudolabel.datasets import Dataset, load_dataset
-from pseudolabel.exceptions import InputError, RunDirectoryError
+from pseudolabel.exceptions import InputError
 from pseudolabel.imagegrid import suspect_grid
 from pseudolabel.issues import fix_labels
 from pseudolabel.jobs import outputs
@@ -177,29 +177,6 @@ def _check_store_classes(store, ds: Dataset) -> None:
                          f"{short(list(ds.classes))}; pass the store built from this data, or a new --store.")
 
 
-def _saved_config(out) -> dict:
-    """The config of the clean run in ``out``; RunDirectoryError when there is none to resume."""
-    run = RunDirectory(out)
-    if not (run.path / "config.json").is_file():
-        RunDirectory.create(out, job="clean", config={}, resume=True)  # raises: nothing to resume
-    saved = run.config
-    if saved.get("job") != "clean":
-        raise RunDirectoryError(f"{run.path} holds a '{saved.get('job')}' run, not 'clean'; "
-                                f"resume it with 'pseudolabel {saved.get('job')}'.")
-    return saved
-
-
-def _resumed(out, given: Mapping, say) -> CleanConfig:
-    """The saved config wins; each option given that differs from it is named in a note."""
-    saved = _saved_config(out)
-    config = CleanConfig.from_saved(saved)
-    asked = dict(given)
-    for key, value in asked.items():
-        if key in saved and value is not None and saved[key] != value and key not in ("store", "run_id"):
-            say(f"note: --resume continues with the saved {key}={saved[key]!r}, not {value!r}")
-    return config
-
-
 def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Callable[[str], None] = _say,
               dataset: Dataset | None = None) -> CleanResult:
     """Run (or resume) label cleaning as ``config`` says, writing everything into ``out``.
@@ -211,7 +188,8 @@ def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Ca
         store path (default ``OUT/labels.db``).
     out : path
         The run directory: created (it must not hold a run), or reopened with ``resume=True``,
-        where the saved config wins and finished folds are loaded, not redone.
+        where the saved config wins (options that differ are refused in one line, except
+        ``device``, ``jobs`` and ``threads``) and finished folds are loaded, not redone.
     say : callable
         Receives progress lines.
     dataset : Dataset, optional
@@ -224,7 +202,7 @@ def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Ca
     0.97
     """
     t_start = time.perf_counter()
-    config = _resumed(out, config, say) if resume else CleanConfig.coerce(config)
+    config = CleanConfig.resume(out, config, say) if resume else CleanConfig.coerce(config)
     ds = dataset if dataset is not None else load_dataset(config.data)
     data = prepare_data(config, ds)
     splits = fold_splits(data.y, config.folds, config.seed, say)  # a class too small stops here

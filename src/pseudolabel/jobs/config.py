@@ -24,17 +24,43 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pseudolabel._validation import Boolean, Interval, Options, check_params
-from pseudolabel.exceptions import InputError
+from pseudolabel.exceptions import InputError, RunDirectoryError
 from pseudolabel.issues import METHODS, POLICIES
 from pseudolabel.jobs.recipes import CLEAN_RECIPES, RECIPES
+from pseudolabel.runs import CONFIG, RunDirectory, jsonable
 from pseudolabel.selftrain import SelfTraining
 
 # Written by RunDirectory.create beside the config; never part of a job's settings.
 _RUN_KEYS = ("job", "created_at")
+# Where a resumed run may differ from its saved config: where it runs, not what it computes.
+RESUME_SAFE = ("device", "jobs", "threads")
+# Not compared on resume: the data is checked item by item (selftrain) or by the folds' label
+# digests (clean); ids and the start are the run's own; the store is compared by resolved path.
+_NOT_COMPARED = ("data", "run_id", "start", "store")
+
+
+def saved_config(out, job: str) -> dict:
+    """The config.json of the ``job`` run in ``out``; RunDirectoryError when there is none."""
+    run = RunDirectory(out)
+    if not (run.path / CONFIG).is_file():
+        raise RunDirectoryError(f"{run.path} holds no run to resume (no {CONFIG}); start one without --resume.")
+    saved = run.config
+    if saved.get("job") != job:
+        raise RunDirectoryError(f"{run.path} holds a '{saved.get('job')}' run, not '{job}'; "
+                                f"resume it with 'pseudolabel {saved.get('job')}'.")
+    return saved
 NOISE_KINDS = ("symmetric", "pairs")
+
+
+def check_device(device) -> None:
+    """A device this machine's torch can use, before anything is written (one line otherwise)."""
+    from pseudolabel.models.images import resolve_device  # torch is loaded lazily
+
+    resolve_device(device)
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,6 +76,12 @@ def make_model(model: Mapping, seed: int, callbacks=None):
     from pseudolabel.models import ConvNetClassifier  # torch is loaded lazily
 
     return ConvNetClassifier(random_state=seed, callbacks=callbacks, **dict(model))
+
+
+_SEED = [Interval(int, 0, None)]
+# Stricter than the model's own rules where a job needs it: a job that trains zero epochs would
+# write a run of untrained models.
+_JOB_CONSTRAINTS = {"epochs": [Interval(int, 1, None)]}
 
 
 @dataclass
@@ -97,6 +129,45 @@ class JobConfig(Mapping):
         return config if isinstance(config, cls) else cls.build(config)
 
     @classmethod
+    def from_saved(cls, saved: Mapping) -> "JobConfig":
+        """The config a run saved in its config.json (runs from before these classes included)."""
+        return cls.build(saved)
+
+    @classmethod
+    def resume(cls, out, given: Mapping, say) -> "JobConfig":
+        """The config of the run in ``out`` to resume, read before the run is touched.
+
+        The saved config wins. Options in ``given`` (None = not given) that differ from it are
+        refused in one line naming them, except where the run happens (``device``, ``jobs``,
+        ``threads``): those are applied, with a note. So a resumed run computes what the first
+        run would have, or says why it does not start.
+        """
+        saved = saved_config(out, cls.job)
+        config = cls.from_saved(saved)
+        asked = given.to_dict() if isinstance(given, JobConfig) else {
+            k: v for k, v in dict(given).items() if v is not None}
+        asked = {k: v for k, v in asked.items() if k not in _NOT_COMPARED and k in config}
+        wanted = cls.build({**config.to_dict(), **asked})  # the options as a run would read them
+        differ, safe = [], {}
+        for key in asked:
+            if jsonable(wanted[key]) == jsonable(config[key]):
+                continue
+            if key in RESUME_SAFE:
+                safe[key] = wanted[key]
+            else:
+                differ.append(f"{key} {wanted[key]!r} (saved {config[key]!r})")
+        store = given.get("store")
+        if store is not None and str(Path(store).expanduser().resolve()) != str(config.store):
+            differ.append(f"store {str(store)!r} (saved {config.store!r})")
+        if differ:
+            raise InputError(f"{out} holds a {cls.job} run saved with other settings: {', '.join(differ)}; "
+                             "leave those options out to continue it as it was, or start a new run in another --out.")
+        if safe:
+            say("note: --resume applies " + ", ".join(f"{k}={v!r} (saved {config[k]!r})" for k, v in safe.items()))
+            config = config.replace(**safe).check()
+        return config
+
+    @classmethod
     def from_dict(cls, flat: Mapping) -> "JobConfig":
         """Sort a flat dict (a recipe with options, or a saved config.json) into fields, model
         parameters and extra keys. Nothing is checked here: :meth:`check` does that."""
@@ -123,8 +194,9 @@ class JobConfig(Mapping):
     def check(self) -> "JobConfig":
         """Check every value against the one table of each owner; raises InputError naming the
         first bad one (as a command-line flag). Returns self."""
-        check_params(self.to_dict(), self.constraints)
+        check_params(self.to_dict(), {**_JOB_CONSTRAINTS, **self.constraints})
         make_model(self.model, 0).check_params()
+        check_device(self.model.get("device", "auto"))
         self._check_more()
         return self
 
@@ -145,8 +217,6 @@ class JobConfig(Mapping):
     def __len__(self) -> int:
         return len(self.to_dict())
 
-
-_SEED = [Interval(int, 0, None)]
 
 
 @dataclass
@@ -212,8 +282,8 @@ class CleanConfig(JobConfig):
         "limit": [Interval(int, 2, None), None],
         "jobs": [Interval(int, 1, None)],
         "threads": [Interval(int, 1, None)],
-        "eval_epochs": [Interval(int, 0, None)],
-        "later_epochs": [Interval(int, 0, None)],
+        "eval_epochs": [Interval(int, 1, None)],
+        "later_epochs": [Interval(int, 1, None)],
         "later_augment": [Options("affine", "none")],
         "later_weighted": [Boolean()],
         "average_passes": [Boolean()],

@@ -217,8 +217,12 @@ class StoreRecorder:
         return written
 
     def record_predictions(self, estimator, X, rows: np.ndarray, round_: int) -> int:
-        """Record the estimator's class probabilities for ``rows`` (the pool left unlabeled)."""
+        """Record the estimator's class probabilities for ``rows`` (the pool left unlabeled), once:
+        a resumed run whose model recorded them already (one transaction, so all or none) adds none."""
         if len(rows) == 0:
+            return 0
+        done = self.store.predictions("proba", self.run_id)
+        if len(done) and (done["model_id"] == self.model_id(round_)).any():
             return 0
         proba = estimator.predict_proba(_safe_indexing(X, rows))
         full = np.zeros((len(rows), len(self.ds.classes)))

@@ -76,6 +76,10 @@ def _partial_labels(ds: Dataset, config: dict) -> tuple[np.ndarray, np.ndarray |
     """Labels the loop starts from, and the hidden true labels when this is an experiment."""
     y = ds.y
     n_labeled = config.get("labeled")
+    n_given = int((y != -1).sum())
+    if n_labeled is not None and n_labeled > n_given:
+        raise InputError(f"--labeled {n_labeled} is more than the {n_given} labeled samples of data "
+                         f"{ds.name or config.get('data')!r}; pass at most {n_given}.")
     if (y == -1).any():  # the data has its own unlabeled part: use its labels as given
         if n_labeled is not None and n_labeled < int((y != -1).sum()):
             idx = np.flatnonzero(y != -1)
@@ -138,8 +142,8 @@ def run_selftrain(config: Mapping, out: str | Path, *, resume: bool = False,
     record into instead of ``out/labels.db``. A store that already holds the data set's items is
     where the run starts from: its current given and human labels, everything else unlabeled
     (redo a run after a person labeled more: ``pseudolabel store discard DB --source pseudo``,
-    then this). With ``resume=True`` the config saved in ``out`` wins; options that differ from
-    it are named in a note. Every run records its classes, items, given labels, each round's
+    then this). With ``resume=True`` the config saved in ``out`` wins: options that differ from
+    it are refused in one line, except ``device`` (applied, with a note). Every run records its classes, items, given labels, each round's
     pseudo labels and the final model's predictions of the unlabeled pool into the store, and
     ``labels.csv`` into ``out``. Returns the run, its history and the final test accuracy (None
     without a test split).
@@ -156,9 +160,12 @@ def run_selftrain(config: Mapping, out: str | Path, *, resume: bool = False,
         # corrupt image stops the run with nothing written and no round decodes the folder again
         ds = dataclasses.replace(ds, X=read_images(list(ds.X)))
     with JobContext() as ctx:
-        if resume:
+        if resume:  # the saved config, checked against the options before the run is touched
+            config = SelfTrainConfig.resume(out, given, say)
             run = ctx.attach(RunDirectory.create(out, job="selftrain", config={}, resume=True))
-            config = _resumed_config(run, given, say)
+            if config.run_id is None:  # runs from before run ids were saved
+                config = config.replace(run_id=outputs.legacy_run_id("selftrain", run.path.name,
+                                                                     run.config.get("created_at", "")))
             store = ctx.open_store(config.store or run.path / STORE_FILE)
             rows, y_partial, y_true, given_source = _start(ds, config, store, run, say)
         else:
@@ -178,19 +185,6 @@ def run_selftrain(config: Mapping, out: str | Path, *, resume: bool = False,
         if given_source is None:
             recorder.record_given(y_partial)
         return _fit_and_record(config, ds, run, recorder, y_partial, y_true, given_source, resume, say)
-
-
-def _resumed_config(run: RunDirectory, given, say) -> SelfTrainConfig:
-    """The saved config of ``run`` (it wins), with a note for each option given that differs."""
-    saved = run.config
-    config = SelfTrainConfig.build(saved)
-    if config.run_id is None:  # runs from before run ids were saved
-        config = config.replace(run_id=outputs.legacy_run_id("selftrain", run.path.name, saved.get("created_at", "")))
-    asked = given.to_dict() if isinstance(given, SelfTrainConfig) else dict(given)
-    for key, value in asked.items():
-        if key in saved and value is not None and saved[key] != value and key not in ("store", "run_id"):
-            say(f"note: --resume continues with the saved {key}={saved[key]!r}, not {value!r}")
-    return config
 
 
 class RoundRecorder(Callback):

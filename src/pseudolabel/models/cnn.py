@@ -383,8 +383,8 @@ class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, Bas
             if name != "self" and param.default is not inspect.Parameter.empty:
                 state.setdefault(name, param.default)
         self.__dict__.update(state)
-        if "module_" in state:
-            self.device_ = resolve_device(self.device)
+        if "module_" in state:  # a model saved on a GPU machine loads on this one's best device
+            self.device_ = resolve_device(self.device, fallback=True)
             for key in ("module_", "ema_module_"):
                 if key in state:
                     setattr(self, key, getattr(self, key).to(self.device_))

@@ -15,10 +15,18 @@ from pseudolabel.imagefolder import read_images
 __all__ = ["as_image_batch", "resolve_device"]
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA when present, then Apple's MPS, then the CPU."""
+def resolve_device(device: str | torch.device = "auto", *, fallback: bool = False) -> torch.device:
+    """'auto' picks CUDA when present, then Apple's MPS, then the CPU. A device this torch cannot
+    use ('cuda' on a CPU-only build or a machine without a GPU) is refused in one line, or, with
+    ``fallback=True`` (a model loaded on another machine), replaced by what 'auto' picks."""
     if isinstance(device, torch.device):
         return device
+    if device != "auto" and isinstance(device, str) and not _available(device):
+        if fallback:
+            return resolve_device("auto")
+        raise InputError(f"device {device!r} is not available here (torch {torch.__version__}, CUDA available: "
+                         f"{torch.cuda.is_available()}); pass --device auto or cpu, or install a torch build "
+                         "for that device.")
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -29,6 +37,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise InputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
+
+
+def _available(device: str) -> bool:
+    kind = device.split(":", 1)[0]
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        return not index.isdigit() or int(index) < torch.cuda.device_count()
+    if kind == "mps":
+        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return True
 
 
 def take_rows(X, mask: np.ndarray):
