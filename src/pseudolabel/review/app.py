@@ -7,7 +7,15 @@ Security, for a page that writes labels and runs on a person's machine:
   elsewhere cannot reach it through DNS rebinding;
 * every write needs the per-launch token (header ``X-Review-Token`` or a ``token`` field in the
   JSON or form body), which only the printed URL carries, so a cross-site form cannot write;
+* every write must come from the page itself: an ``Origin`` header, when sent, must be one of the
+  served addresses and a ``Sec-Fetch-Site`` header, when sent, ``same-origin`` or ``none``;
+* the checks that need headers only (Host, Origin, a token header) run before the body is read, and
+  no body is read past :data:`MAX_BODY_BYTES` (413);
+* item ids, labels and query numbers are whole numbers of 64 bits or a 4xx, never a guess
+  (``1.9``, ``true`` and ``"1"`` in JSON are refused); JSON nested in the body is refused;
 * images are looked up by item id in the store; no path is ever taken from a URL.
+
+Every refusal is a 4xx with a one-line message, and nothing is written to the store.
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ import getpass
 import hmac
 import json
 import math
+import re
 import secrets
 import socket
 import sys
@@ -31,12 +40,18 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from pseudolabel.exceptions import DataError, InputError
+from pseudolabel.exceptions import DataError, InputError, StoreError
 from pseudolabel.review.images import ImageSource, open_image_source
 from pseudolabel.review.page import INDEX_HTML, REVIEW_CSS, REVIEW_JS
 from pseudolabel.store import QUEUES, LabelStore, queue as make_queue
 
-__all__ = ["create_app", "serve", "review_url", "allowed_hosts_for"]
+__all__ = ["create_app", "serve", "review_url", "allowed_hosts_for", "MAX_BODY_BYTES"]
+
+#: The largest request body the page reads; a decision is well under 100 bytes.
+MAX_BODY_BYTES = 64 * 1024
+_INT64_MAX = 2**63 - 1  # SQLite's INTEGER
+_WHOLE = re.compile(r"-?[0-9]{1,19}")  # form fields and query parameters: plain ASCII digits only
+_FETCH_SITES = ("same-origin", "none")  # "none": typed into the address bar, never a cross-site page
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _WILDCARD = ("0.0.0.0", "::", "")
@@ -83,7 +98,8 @@ class HostCheckMiddleware:
             host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
             if host not in self.allowed:
                 response = PlainTextResponse(
-                    f"Host {host!r} is not this review server; open {sorted(self.allowed)[0]}.", status_code=400)
+                    f"Host {_short(host)} is not this review server; open {sorted(self.allowed)[0]}.",
+                    status_code=400)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -104,14 +120,93 @@ def _record(row: dict) -> dict:
 
 
 def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+    # One line whatever the message quotes (a store path, a repr of the refused value).
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status,
+                        headers={"Cache-Control": "no-store"})
+
+
+def _short(value, width: int = 60) -> str:
+    """repr of a refused value, cut to ``width`` characters so that a message stays one short line."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+class _Refused(Exception):
+    """A request the page refuses: the status and one-line message of the 4xx answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+    def response(self) -> JSONResponse:
+        return _error(self.message, self.status)
+
+
+def _whole_number(value, name: str, *, form: bool = False) -> int:
+    """``value`` as an int of SQLite's 64 bits: a JSON integer, or ASCII digits from a form or query.
+
+    Booleans, floats (``1.9``, ``1e30``), strings in JSON and anything past 64 bits are refused
+    rather than rounded: a guessed item id would write a label on the wrong item.
+    """
+    if form and isinstance(value, str) and _WHOLE.fullmatch(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "digits" if form else "a JSON integer"
+        raise _Refused(400, f"{name} must be a whole number ({kind}), got {_short(value)}.")
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise _Refused(400, f"{name} must fit in 64 bits, got {_short(value)}.")
+    return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_body(raw: bytes, content_type: str) -> tuple[dict, bool]:
+    """The body as a flat dict and whether it was a form (its values are strings)."""
+    if not raw:
+        return {}, False
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json":
+        try:
+            body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        except RecursionError:
+            raise _Refused(400, "the JSON body is nested too deeply; send one flat object such as "
+                                '{"item_id": 5, "label": 3}.') from None
+        except ValueError as exc:  # also UnicodeDecodeError, NaN/Infinity, ints past 4300 digits
+            raise _Refused(400, f"the body is not valid JSON ({_short(str(exc), 80)}); send one flat object "
+                                'such as {"item_id": 5, "label": 3}.') from None
+        form = False
+    elif media == "application/x-www-form-urlencoded":
+        try:
+            fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
+        except ValueError as exc:
+            raise _Refused(400, f"the form body cannot be read ({_short(str(exc), 80)}).") from None
+        body, form = {k: v[-1] for k, v in fields.items()}, True
+    else:
+        raise _Refused(415, f"Content-Type must be application/json or application/x-www-form-urlencoded, "
+                            f"got {_short(content_type)}.")
+    if not isinstance(body, dict):
+        raise _Refused(400, f"the body must be a JSON object, got a {type(body).__name__}; send e.g. "
+                            '{"item_id": 5, "label": 3}.')
+    nested = next((k for k, v in body.items() if isinstance(v, (dict, list))), None)
+    if nested is not None:
+        raise _Refused(400, f"field {_short(nested)} must be a number or a string, not a "
+                            f"{type(body[nested]).__name__}.")
+    return body, form
 
 
 class ReviewApp:
     """State and handlers of one review page: the store, the image source, the token."""
 
-    def __init__(self, store: LabelStore, images: ImageSource | None, token: str, who: str) -> None:
+    def __init__(self, store: LabelStore, images: ImageSource | None, token: str, who: str,
+                 allowed_hosts: set[str] | None = None) -> None:
         self.store, self.images, self.token, self.who = store, images, token, who
+        # The page's own origins; None (a wildcard bind): the origin of the request's Host header.
+        self.origins = None if allowed_hosts is None else {f"http://{h}" for h in allowed_hosts}
         self._cache: dict = {}
         self._cache_lock = threading.Lock()
 
@@ -143,22 +238,59 @@ class ReviewApp:
         row = self.store.current_labels(items=[item_id]).iloc[0].to_dict()
         return _record({k: row[k] for k in ("item_id", "key", "label", "source", "confidence", "human_event")})
 
-    async def _authorized(self, request: Request) -> tuple[bool, dict]:
-        """Read the body (JSON or form) and check the token from the header or the body."""
-        raw = await request.body()
-        ctype = request.headers.get("content-type", "")
-        body: dict = {}
-        try:
-            if "json" in ctype and raw:
-                body = json.loads(raw)
-            elif "x-www-form-urlencoded" in ctype:
-                body = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8")).items()}
-        except (ValueError, UnicodeDecodeError):
-            body = {"_invalid": True}
-        if not isinstance(body, dict):
-            body = {"_invalid": True}
-        given = request.headers.get("x-review-token") or str(body.get("token", ""))
-        return hmac.compare_digest(given.encode(), self.token.encode()), body
+    def known_item(self, item_id: int) -> bool:
+        return 0 < item_id <= _INT64_MAX and self.store.location(item_id) is not None
+
+    def _token_ok(self, given) -> bool:
+        given = given if isinstance(given, str) else ""
+        return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), self.token.encode())
+
+    def _check_origin(self, request: Request) -> None:
+        """403 unless the write comes from this page (a browser sends Origin and Sec-Fetch-Site)."""
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site.lower() not in _FETCH_SITES:
+            raise _Refused(403, f"writes are accepted from the review page itself only; this request "
+                                f"came from a {_short(site)} page (Sec-Fetch-Site).")
+        origin = request.headers.get("origin")
+        if origin is not None:
+            own = self.origins if self.origins is not None else {f"http://{request.headers.get('host', '')}"}
+            if origin.lower() not in {o.lower() for o in own}:
+                raise _Refused(403, f"writes are accepted from the review page itself only, not from origin "
+                                    f"{_short(origin)}; open {sorted(own)[0]}.")
+
+    @staticmethod
+    async def _read_body(request: Request) -> bytes:
+        """The body, never reading past MAX_BODY_BYTES: Content-Length first, then chunk by chunk
+        (a chunked upload has no length)."""
+        too_big = _Refused(413, f"the request body is over the review page's limit of {MAX_BODY_BYTES} "
+                                "bytes; a decision is a few dozen bytes.")
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not _WHOLE.fullmatch(length) or length.startswith("-"):
+                raise _Refused(400, f"Content-Length must be a number of bytes, got {_short(length)}.")
+            if int(length) > MAX_BODY_BYTES:
+                raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _checked_write(self, request: Request, what: str) -> tuple[dict, bool]:
+        """The body of a write (a flat dict, and whether it came from a form) once every check
+        passed; the checks on headers alone come before a byte of the body is read."""
+        denied = _Refused(403, f"a valid review token is required to {what}; open the URL printed by "
+                               "`pseudolabel review`.")
+        self._check_origin(request)
+        header = request.headers.get("x-review-token")
+        if header is not None and not self._token_ok(header):
+            raise denied
+        body, form = _parse_body(await self._read_body(request), request.headers.get("content-type", ""))
+        if header is None and not self._token_ok(body.get("token")):
+            raise denied
+        return body, form
 
     # ---- endpoints
     async def index(self, request: Request) -> Response:
@@ -179,15 +311,20 @@ class ReviewApp:
     def queue_page(self, request: Request) -> Response:
         p = request.query_params
         name = p.get("queue", "all")
-        try:
-            cls = int(p["cls"]) if p.get("cls", "") != "" else None
-            offset = max(0, int(p.get("offset", 0)))
-            limit = min(1000, max(1, int(p.get("limit", 120))))
-        except ValueError:
-            return _error("cls, offset and limit must be whole numbers.", 400)
         if name not in QUEUES:
-            return _error(f"queue must be one of {', '.join(QUEUES)}, got {name!r}.", 400)
+            return _error(f"queue must be one of {', '.join(QUEUES)}, got {_short(name)}.", 400)
+        try:
+            cls, offset, limit = (None if p.get(k, "") == "" else _whole_number(p[k], k, form=True)
+                                  for k in ("cls", "offset", "limit"))
+        except _Refused as exc:
+            return exc.response()
+        n_classes = len(self.classes())
+        if cls is not None and (cls < 0 or (n_classes and cls >= n_classes)):
+            known = f"0..{n_classes - 1}" if n_classes else ">= 0"
+            return _error(f"cls must be a class index ({known}), got {cls}.", 400)
         df = self.queue(name, cls)
+        offset = min(max(0, offset or 0), len(df))
+        limit = 120 if limit is None else min(1000, max(1, limit))
         hint = None
         if not len(df):
             hint = {"suspects": "No cleaning suggestions in this store: run `pseudolabel clean` first.",
@@ -205,17 +342,16 @@ class ReviewApp:
 
     def history(self, request: Request) -> Response:
         item_id = request.path_params["item_id"]
-        try:
-            events = self.store.history(item_id)
-        except InputError:
-            return _error(f"no item with id {item_id} in this store.", 404)
+        if not self.known_item(item_id):
+            return _error(f"no item with id {_short(item_id)} in this store.", 404)
+        events = self.store.history(item_id)
         return JSONResponse({"item_id": item_id, "events": [_record(e) for e in events]}, headers=_HEADERS)
 
     def image(self, request: Request) -> Response:
         item_id = request.path_params["item_id"]
-        location = self.store.location(item_id)
+        location = self.store.location(item_id) if 0 < item_id <= _INT64_MAX else None
         if location is None:
-            return PlainTextResponse(f"no item with id {item_id} in this store.", status_code=404)
+            return PlainTextResponse(f"no item with id {_short(item_id)} in this store.", status_code=404)
         if self.images is None:
             return PlainTextResponse("no image source: start the review page with --images PATH.", status_code=404)
         try:
@@ -226,21 +362,25 @@ class ReviewApp:
                         headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
     async def decide(self, request: Request) -> Response:
-        ok, body = await self._authorized(request)
-        if not ok:
-            return _error("a valid review token is required to record decisions; open the URL printed "
-                          "by `pseudolabel review`.", 403)
-        action = body.get("action", "set")
-        if action not in ("set", "accept", "keep"):
-            return _error(f"action must be set, accept or keep, got {action!r}.", 400)
         try:
-            item_id = int(body["item_id"])
-            label = int(body["label"]) if action != "keep" else None
-        except (KeyError, TypeError, ValueError):
-            return _error("a decision needs an integer item_id and label.", 400)
+            body, form = await self._checked_write(request, "record decisions")
+            action = body.get("action", "set")
+            if action not in ("set", "accept", "keep"):
+                raise _Refused(400, f"action must be set, accept or keep, got {_short(action)}.")
+            needed = ("item_id",) if action == "keep" else ("item_id", "label")
+            missing = [k for k in needed if k not in body]
+            if missing:
+                raise _Refused(400, f"a decision needs {' and '.join(missing)}; send e.g. "
+                                    '{"item_id": 5, "label": 3}.')
+            item_id = _whole_number(body["item_id"], "item_id", form=form)
+            label = None if action == "keep" else _whole_number(body["label"], "label", form=form)
+        except _Refused as exc:
+            return exc.response()
         return await self._run(self._decide, item_id, label, action)
 
     def _decide(self, item_id: int, label: int | None, action: str) -> Response:
+        if not self.known_item(item_id):
+            return _error(f"no item with id {item_id} in this store.", 404)
         try:
             if action == "keep":
                 # Keeping confirms the current label as a person's decision.
@@ -253,17 +393,22 @@ class ReviewApp:
         except InputError as exc:
             status = 404 if "unknown item" in str(exc) else 400
             return _error(str(exc), status)
+        except StoreError as exc:  # locked by another writer past the busy timeout, read-only file
+            return _error(str(exc), 503)
         return JSONResponse({"ok": True, "item": self.item_state(item_id)}, headers=_HEADERS)
 
     async def undo(self, request: Request) -> Response:
-        ok, _ = await self._authorized(request)
-        if not ok:
-            return _error("a valid review token is required to undo; open the URL printed by "
-                          "`pseudolabel review`.", 403)
+        try:
+            await self._checked_write(request, "undo")
+        except _Refused as exc:
+            return exc.response()
         return await self._run(self._undo)
 
     def _undo(self) -> Response:
-        event = self.store.undo(who=self.who, note="review page")
+        try:
+            event = self.store.undo(who=self.who, note="review page")
+        except StoreError as exc:
+            return _error(str(exc), 503)
         if event is None:
             return JSONResponse({"undone": None, "item": None}, headers=_HEADERS)
         return JSONResponse({"undone": _record(event), "item": self.item_state(event["item_id"])},
@@ -312,7 +457,8 @@ def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
             who = getpass.getuser()
         except (KeyError, OSError):
             who = "reviewer"
-    state = ReviewApp(store, source, token, who)
+    hosts = allowed_hosts if allowed_hosts is not None else allowed_hosts_for(host, port)
+    state = ReviewApp(store, source, token, who, allowed_hosts=hosts)
     routes = [
         Route("/", state.index),
         Route("/static/review.css", state.css),
@@ -327,7 +473,6 @@ def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
     ]
     app = Starlette(routes=routes)
     app.state.review = state
-    hosts = allowed_hosts if allowed_hosts is not None else allowed_hosts_for(host, port)
     app.add_middleware(HostCheckMiddleware, allowed=hosts)
     return app
 
