@@ -18,9 +18,10 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils import _safe_indexing
 
-from pseudolabel._validation import check_finite, check_labels, check_same_length
+from pseudolabel._validation import check_finite, check_finite_any, encode_labels, indexable_rows, num_samples
 from pseudolabel.callbacks import Callback, notify
 from pseudolabel.exceptions import InputError
+from pseudolabel.parentwatch import exit_with_parent
 
 __all__ = ["out_of_fold_proba", "fold_splits"]
 
@@ -58,7 +59,8 @@ def out_of_fold_proba(
         Samples. Anything indexable by an integer array works: numpy arrays, lists, DataFrames,
         or a lazy image reader with ``shape`` and ``__getitem__``.
     y : array-like of shape (n_samples,)
-        Integer class labels (any integers >= 0; -1, "unlabeled", is not allowed here).
+        Class labels: integers >= 0, or names (strings; encoded once, so the estimator is fit on
+        their positions in the sorted names). -1, "unlabeled", is not allowed here.
     cv : int, cross-validation splitter, or list of (train, test) index pairs, default=5
         Number of stratified folds (>= 2). A class with fewer samples than folds lowers the
         number of folds to that class's count, with a ``UserWarning``; a class with a single
@@ -88,8 +90,8 @@ def out_of_fold_proba(
         Folds predicted already (e.g. by a killed run): their rows take these probabilities and
         the folds are not trained again.
     classes : array-like, optional
-        The columns of the result (default ``np.unique(y)``); must hold every label of y. A
-        class no fold trains on keeps a zero column.
+        The columns of the result, sorted (default ``np.unique(y)``); must hold every label of y,
+        and be names when y holds names. A class no fold trains on keeps a zero column.
 
     Returns
     -------
@@ -107,16 +109,23 @@ def out_of_fold_proba(
     >>> proba.shape
     (1797, 10)
     """
-    y = _check_inputs(estimator, X, y)
+    X = indexable_rows(X)
+    y, names = _check_inputs(estimator, X, y)
     if sample_weight is not None:
-        sample_weight = np.asarray(sample_weight, dtype=np.float64)
-        check_same_length("sample_weight", sample_weight, "y", y)
+        try:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError("sample_weight must be one number per sample; pass non-negative weights.") from None
+        if sample_weight.ndim == 1 and len(sample_weight) != len(y):
+            raise InputError(f"sample_weight and y must be the same length, but sample_weight is length "
+                             f"{len(sample_weight)} and y is length {len(y)}; pass one weight per sample.")
         check_finite(sample_weight, "sample_weight")
         if sample_weight.ndim != 1 or (sample_weight < 0).any():
             raise InputError(f"sample_weight must be one non-negative weight per sample, got shape "
-                             f"{sample_weight.shape} with minimum {sample_weight.min():g}; pass weights >= 0.")
-    classes = _check_classes(y, classes)
-    splits = fold_splits(y, cv, random_state, X=X)
+                             f"{sample_weight.shape} with minimum {sample_weight.min(initial=0):g}; pass weights >= 0.")
+    y, classes, shown = _check_classes(y, names, classes)
+    # Folds of the labels as given, so messages name the classes; the same folds as for the codes.
+    splits = fold_splits(y if names is None else shown[y], cv, random_state, X=X)
     n_folds = len(splits)
     done = dict(done or {})
     proba = np.zeros((len(y), len(classes)), dtype=np.float64)
@@ -139,7 +148,8 @@ def out_of_fold_proba(
         # max_nbytes=None: each worker gets its own writable copy (torch refuses read-only memmaps).
         # An ordered generator lets the caller see progress as folds finish, in fold order.
         results = Parallel(n_jobs=n_jobs, verbose=verbose, return_as="generator", max_nbytes=None)(
-            delayed(_fit_predict_fold)(clone(estimator), X, y, splits[k][0], splits[k][1], classes, sample_weight)
+            delayed(_fit_predict_fold_in_worker)(clone(estimator), X, y, splits[k][0], splits[k][1], classes,
+                                                 sample_weight)
             for k in todo)
     for k, (fold_proba, seconds) in zip(todo, results):
         test = splits[k][1]
@@ -167,12 +177,24 @@ def fold_splits(y, cv: int | Any = 5, random_state=None, *, X=None) -> list[tupl
     y = np.asarray(y)
     if not hasattr(cv, "split") and not isinstance(cv, numbers.Integral) and hasattr(cv, "__iter__"):
         return _given_splits(list(cv), len(y))
-    classes, counts = np.unique(y, return_counts=True)
+    try:
+        classes, counts = np.unique(y, return_counts=True)
+    except TypeError:
+        raise InputError("y mixes labels of different types (e.g. strings and numbers); pass every label as a "
+                         "string or every label as an integer.") from None
     return _make_splits(X, y, classes, counts, cv, random_state)
 
 
 def _given_splits(pairs: list, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in pairs]
+    try:
+        splits = [(np.asarray(tr, dtype=np.int64), np.asarray(te, dtype=np.int64)) for tr, te in pairs]
+    except (TypeError, ValueError):
+        raise InputError("the given folds must be (train, test) pairs of row indices; pass e.g. "
+                         "list(KFold(5).split(X)).") from None
+    for _, te in splits:
+        if te.size and (te.min() < -n or te.max() >= n):
+            raise InputError(f"the given folds refer to row {int(te.max() if te.max() >= n else te.min())}, but "
+                             f"there are {n} samples; pass folds of these samples.")
     _check_partition(splits, n, "the given folds")
     return splits
 
@@ -180,7 +202,7 @@ def _given_splits(pairs: list, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def _check_partition(splits: list, n: int, what: str) -> None:
     covered = np.zeros(n, dtype=np.int64)
     for _, test in splits:
-        covered[test] += 1
+        np.add.at(covered, test, 1)
     if not np.all(covered == 1):
         raise InputError(
             f"{what} put {int(np.sum(covered != 1))} sample(s) in no test fold or in several; use a "
@@ -188,19 +210,47 @@ def _check_partition(splits: list, n: int, what: str) -> None:
         )
 
 
-def _check_classes(y: np.ndarray, classes) -> np.ndarray:
-    present = np.unique(y)
+def _shown(c) -> str:
+    """A class as messages name it: 7, or 'cat'."""
+    c = c.item() if isinstance(c, np.generic) else c
+    return str(c) if isinstance(c, numbers.Integral) else repr(c)
+
+
+def _check_classes(y: np.ndarray, names, classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (y for the folds, the column classes the folds use, the label value of each column).
+
+    Integer labels stay as they are (columns: the sorted values). Names become their position in
+    the sorted ``classes`` (default: the names in y), so every estimator is fit on integers.
+    """
+    present = names if names is not None else np.unique(y)
     if classes is None:
-        return present
-    classes = np.unique(np.asarray(classes))
-    missing = np.setdiff1d(present, classes)
+        return y, (present if names is None else np.arange(len(names))), present
+    try:
+        cls = np.asarray(classes)
+        if cls.ndim != 1:
+            raise ValueError
+        if cls.dtype.kind == "O" and all(isinstance(c, str) for c in cls.tolist()):
+            cls = cls.astype(str)
+        cls = np.unique(cls)
+    except (TypeError, ValueError):
+        raise InputError(f"classes must be a 1-D list of labels, got {type(classes).__name__}; pass e.g. "
+                         "np.unique(y).") from None
+    want_names = names is not None
+    if want_names != (cls.dtype.kind in "US") or (not want_names and cls.dtype.kind not in "iubf"):
+        kind = "names (strings)" if want_names else "integers"
+        raise InputError(f"classes must hold {kind} like y, got dtype {cls.dtype}; pass the classes of y, "
+                         "e.g. np.unique(y).")
+    missing = present[~np.isin(present, cls)]
     if len(missing):
-        raise InputError(f"y holds the label {int(missing[0])}, which classes={classes.tolist()[:10]} lacks; "
+        raise InputError(f"y holds the label {_shown(missing[0])}, which classes={cls.tolist()[:10]} lacks; "
                          "pass every class of y in classes, or leave classes out.")
-    return classes
+    if names is None:
+        return y, cls, cls
+    return np.searchsorted(cls, names)[y], np.arange(len(cls)), cls
 
 
-def _check_inputs(estimator, X, y) -> np.ndarray:
+def _check_inputs(estimator, X, y) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return (labels as int64 codes, the names or None)."""
     if not hasattr(estimator, "get_params"):
         raise InputError(
             f"estimator must be a scikit-learn estimator (with get_params and fit), got "
@@ -213,19 +263,20 @@ def _check_inputs(estimator, X, y) -> np.ndarray:
             f"pass a probabilistic classifier (e.g. LogisticRegression, SVC(probability=True)) "
             f"or wrap {name} in sklearn.calibration.CalibratedClassifierCV."
         )
-    check_same_length("X", X, "y", y)
+    y, names = encode_labels(y, "y", allow_unlabeled=False)
+    n_x = num_samples(X, "X")
+    if n_x != len(y):
+        raise InputError(f"X and y must be the same length, but X is length {n_x} and y is length {len(y)}; "
+                         "pass one label per sample.")
     # Only check arrays we can see without loading: a lazy image reader is not materialized.
-    if isinstance(X, np.ndarray):
-        check_finite(X, "X")
-    elif hasattr(X, "to_numpy"):
-        check_finite(X.to_numpy(), "X")
-    return check_labels(y, "y", allow_unlabeled=False)
+    check_finite_any(X, "X")
+    return y, names
 
 
 def _make_splits(X, y, classes, counts, cv, random_state) -> list[tuple[np.ndarray, np.ndarray]]:
     if len(classes) < 2:
         raise InputError(
-            f"y holds a single class ({int(classes[0])}) but out-of-fold probabilities need at "
+            f"y holds a single class ({_shown(classes[0])}) but out-of-fold probabilities need at "
             "least 2 classes; check that the labels were loaded correctly."
             if len(classes) else "y is empty; pass at least 2 samples of each of 2 classes."
         )
@@ -242,7 +293,7 @@ def _make_splits(X, y, classes, counts, cv, random_state) -> list[tuple[np.ndarr
     smallest = int(counts.min())
     if smallest < n_folds:
         rare = classes[counts == smallest]
-        names = ", ".join(str(int(c)) for c in rare)
+        names = ", ".join(_shown(c) for c in rare)
         which = f"class {names} has" if len(rare) == 1 else f"classes {names} have"
         if smallest < 2:
             raise InputError(
@@ -259,6 +310,12 @@ def _make_splits(X, y, classes, counts, cv, random_state) -> list[tuple[np.ndarr
         n_folds = smallest
     skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=random_state)
     return [(train, test) for train, test in skf.split(np.zeros(len(y)), y)]
+
+
+def _fit_predict_fold_in_worker(*args):
+    """A fold in a worker process, which ends if this process is killed."""
+    exit_with_parent()
+    return _fit_predict_fold(*args)
 
 
 def _fit_predict_fold(estimator, X, y, train, test, classes, sample_weight=None) -> tuple[np.ndarray, float]:

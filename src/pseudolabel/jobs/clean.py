@@ -36,6 +36,7 @@ from pseudolabel.jobs.clean_passes import (AUTO_SECOND_PASS, build_estimator, co
 from pseudolabel.jobs.config import NOISE_KINDS, CleanConfig, make_model  # noqa: F401  (NOISE_KINDS: public here)
 from pseudolabel.jobs.context import JobContext
 from pseudolabel.jobs.recipes import CLEAN_DEFAULTS as DEFAULTS
+from pseudolabel.parentwatch import exit_with_parent
 from pseudolabel.runs import RunDirectory, atomic_write
 from pseudolabel.store import queues
 
@@ -48,6 +49,11 @@ def fit_and_score(config: dict, X, y, X_test, y_test, callbacks=None) -> float:
     config = {**config, "epochs": config.get("eval_epochs") or config["epochs"]}
     clf = build_estimator(config, callbacks).fit(X[keep], np.asarray(y)[keep])
     return float(np.mean(clf.predict(X_test) == y_test))
+
+
+def _fit_and_score_in_worker(*args) -> float:
+    exit_with_parent()  # a worker ends when the run is killed
+    return fit_and_score(*args)
 
 
 def check_config(config: Mapping) -> CleanConfig:
@@ -154,7 +160,7 @@ def _evaluate(run: RunDirectory, config: dict, data: CleanData, new: np.ndarray,
         say(f"training on the {name} labels ({int(np.sum(wanted[name][0] >= 0))} samples) for test accuracy")
     if n_workers > 1:
         accs = Parallel(n_jobs=n_workers, max_nbytes=None)(
-            delayed(fit_and_score)(config, data.X, wanted[name][0], data.X_test, data.y_test) for name in todo)
+            delayed(_fit_and_score_in_worker)(config, data.X, wanted[name][0], data.X_test, data.y_test) for name in todo)
     else:
         accs = (fit_and_score(config, data.X, wanted[name][0], data.X_test, data.y_test,
                               [EpochProgress(f"  {name} labels ", every=10.0, round=None, say=say)]) for name in todo)

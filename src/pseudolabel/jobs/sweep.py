@@ -38,6 +38,7 @@ from pseudolabel.jobs.config import SelfTrainConfig
 from pseudolabel.jobs.recipes import RECIPES
 from pseudolabel.jobs.selftrain import run_selftrain
 from pseudolabel.report import write_report
+from pseudolabel.parentwatch import exit_with_parent
 from pseudolabel.runs import CELLS, CONFIG, SWEEP_FILE, RunDirectory, jsonable, now_iso
 from pseudolabel.selection import check_schedule
 from pseudolabel.tables import mode_of, threshold_label
@@ -270,10 +271,11 @@ def _check_cell_matches(path: Path, wanted: dict) -> None:
 
 def _run_cell(cfg: dict, path: Path, resume: bool, dataset, log: Path, threads: int | None) -> CellOutcome:
     """Run or resume one cell with its output in ``log``; a failure becomes an outcome, not a crash."""
-    if threads:
+    if threads:  # a worker process: one torch thread, and it ends when the sweep is killed
         import torch  # torch is optional: only to keep parallel workers at one thread each
 
         torch.set_num_threads(threads)
+        exit_with_parent()
     name = path.name
     t0 = time.perf_counter()
     with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
