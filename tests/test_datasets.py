@@ -6,7 +6,6 @@ import functools
 import gzip
 import hashlib
 import http.server
-import os
 import struct
 import threading
 from pathlib import Path
@@ -254,7 +253,7 @@ def test_load_arrays(tmp_path):
     ds = load_arrays(tmp_path / "nolabels.npz")
     assert (ds.y == -1).all() and ds.classes == ["cat", "dog"]
     np.savez(tmp_path / "short.npz", X=X, y=[0, 1])
-    with pytest.raises(DataError, match=r"x has 6 samples but y has 2"):
+    with pytest.raises(DataError, match=r"X has 6 samples but y has 2"):
         load_arrays(tmp_path / "short.npz")
     np.savez(tmp_path / "float.npz", X=X, y=[0.5] * 6)
     with pytest.raises(DataError, match=r"integer class labels"):
@@ -263,7 +262,7 @@ def test_load_arrays(tmp_path):
     with pytest.raises(DataError, match=r"holds no images .*labels"):
         load_arrays(tmp_path / "none.npz")
     (tmp_path / "fake.npz").write_text("not a zip")
-    with pytest.raises(DataError, match=r"cannot read .*fake\.npz as \.npz"):
+    with pytest.raises(DataError, match=r"fake\.npz is truncated or not a \.npz \(.*\); re-create it"):
         load_arrays(tmp_path / "fake.npz")
 
 
@@ -325,7 +324,7 @@ def test_image_folder_manifest_overrides(tmp_path):
     with pytest.raises(DataError, match=r"lists 4.png twice \(line 3\)"):
         load_image_folder(tmp_path, manifest=manifest)
     manifest.write_text("path,label\nmissing.png,cat\n")
-    with pytest.raises(DataError, match=r"line 2: 'missing.png' is not a file under"):
+    with pytest.raises(DataError, match=r"names 1 of 1 file\(s\) that are not under .*, the first 'missing.png' on line 2;"):
         load_image_folder(tmp_path, manifest=manifest)
 
 
@@ -351,8 +350,9 @@ def test_read_images_grey_rgb_resize(tmp_path):
     assert out[:, 0, 0].tolist() == [0, 50, 100]
     rgb = save_png(tmp_path / "c.png", 60, size=(20, 8), rgb=True)
     Image.open(grey[1]).convert("RGB").save(tmp_path / "g1.jpg", quality=95)
-    mixed = read_images(np.array([str(grey[1]), str(rgb), str(tmp_path / "g1.jpg")], dtype=object))
-    assert mixed.shape == (3, 10, 12, 3)  # one colour image makes all RGB; size of the first
+    with pytest.warns(UserWarning, match=r"1 of 3 images are not 10x12 .*the most common size; others: 20x8 \(1\)"):
+        mixed = read_images(np.array([str(grey[1]), str(rgb), str(tmp_path / "g1.jpg")], dtype=object))
+    assert mixed.shape == (3, 10, 12, 3)  # one colour image makes all RGB; the most common size
     assert mixed[1, 5, 5].tolist() == [195, 60, 60]  # the channels survive the resize
     assert abs(int(mixed[2, 5, 5, 0]) - 50) <= 2  # JPEG is lossy
     small = read_images(grey + [rgb], size=(4, 5), mode="L")
@@ -361,8 +361,10 @@ def test_read_images_grey_rgb_resize(tmp_path):
     assert many.shape == (100, 7, 7) and (many == 100).all()
     # Threads give what one thread gives, also when a colour file turns up among grey ones.
     paths = grey * 4 + [rgb] + grey * 4
-    np.testing.assert_array_equal(read_images(paths, n_threads=3), read_images(paths, n_threads=1))
-    assert read_images(paths, n_threads=3).shape == (25, 10, 12, 3)
+    notes = []
+    np.testing.assert_array_equal(read_images(paths, n_threads=3, notes=notes), read_images(paths, n_threads=1, notes=notes))
+    assert read_images(paths, n_threads=3, notes=notes).shape == (25, 10, 12, 3)
+    assert len(notes) == 3 and notes[0].startswith("1 of 25 images are not 10x12")
 
 
 def test_read_images_bad_input(tmp_path):
@@ -374,6 +376,7 @@ def test_read_images_bad_input(tmp_path):
             read_images(paths, size=(10, 12), mode="L")
         msg = str(info.value)
         assert msg.startswith(f"cannot read image {bad}:") and msg.endswith("remove or replace it.")
+        assert "skip_bad=True" in msg and "--skip-bad-images" in msg
         assert "\n" not in msg
     (tmp_path / "text.png").write_text("hello")
     with pytest.raises(DataError, match=r"cannot read image .*text\.png"):

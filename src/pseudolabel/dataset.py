@@ -6,7 +6,7 @@ Import it from :mod:`pseudolabel.datasets`, which re-exports it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,9 @@ class Dataset:
     digits), else None. ``source`` names where the images can be read again (an .npz file, an image
     folder or ``"digits"``; None for IDX files) and ``locations`` where each training sample lives
     in it (``"x_train:17"``, a relative path), so a label store's review page can show the images.
+    ``notes`` are one-line remarks of the loader a job prints (folders ignored, files skipped, ...);
+    ``image_size`` is the (height, width) an image folder's files are to be decoded at, when declared
+    (pass it on as ``read_images(ds.X, size=ds.image_size)``; None: read_images' default).
 
     Examples
     --------
@@ -44,6 +47,8 @@ class Dataset:
     items_test: list[str] | None = None
     source: str | None = None
     locations: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+    image_size: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.y)

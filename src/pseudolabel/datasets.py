@@ -27,7 +27,7 @@ from pseudolabel._validation import check_labels
 from pseudolabel.dataset import Dataset
 from pseudolabel.exceptions import DataError, InputError, one_line
 from pseudolabel.imagefolder import (  # noqa: F401  (re-exported: the public path of image folders)
-    IMAGE_EXTENSIONS, UNLABELED_FOLDERS, load_image_folder, read_images,
+    IGNORED_FOLDERS, IMAGE_EXTENSIONS, UNLABELED_FOLDERS, load_image_folder, read_images,
 )
 
 __all__ = [
@@ -135,14 +135,33 @@ def _mnist_in(folder: Path) -> Path | dict | None:
     return found
 
 
+def npz_error(path, err: BaseException) -> DataError:
+    """The one-line DataError for an .npz (or .npy) file NumPy cannot load or read an array of."""
+    kind = Path(path).suffix.lower() or ".npz"
+    if isinstance(err, FileNotFoundError):
+        return DataError(f"{path} does not exist; check the path.")
+    if isinstance(err, (PermissionError, IsADirectoryError)):
+        return DataError(f"cannot read {path}: {one_line(err)}; check the path and its permissions.")
+    if isinstance(err, ValueError) and "Object arrays" in str(err):  # not "file containing pickled data"
+        return DataError(f"{path} holds object (pickled) arrays, which are never loaded; "
+                         "save plain numeric arrays with numpy.savez.")
+    return DataError(f"{path} is truncated or not a {kind} ({one_line(err)}); re-create it with "
+                     f"{'numpy.save' if kind == '.npy' else 'numpy.savez'}.")
+
+
 def _read_npz(path: Path, keys: Iterable[str] | None = None) -> dict:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist; check the path.") from None
-    except Exception as err:  # zipfile.BadZipFile, ValueError (pickled arrays), OSError ...
-        raise DataError(f"cannot read {path} as .npz: {one_line(err)}; save it with numpy.savez.") from None
+        data = np.load(path, allow_pickle=False)
+    except Exception as err:  # zipfile.BadZipFile, ValueError (pickles), EOFError, OSError ...
+        raise npz_error(path, err) from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} holds a single array (.npy format), not an .npz of named arrays; "
+                        "save it with numpy.savez(path, X=..., y=...).")
+    try:
+        with data:
+            arrays = {k: data[k] for k in data.files}  # a cut member fails here: bad CRC, EOF
+    except Exception as err:
+        raise npz_error(path, err) from None
     missing = [k for k in (keys or ()) if k not in arrays]
     if missing:
         raise DataError(
@@ -150,6 +169,31 @@ def _read_npz(path: Path, keys: Iterable[str] | None = None) -> dict:
             f"save it with numpy.savez(path, {'=..., '.join(keys)}=...)."
         )
     return arrays
+
+
+def _check_samples(x: np.ndarray, name: str, where) -> None:
+    """Refuse images that are not numeric, have no sample axis, or hold NaN/inf (counting the rows)."""
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{name} in {where} has dtype {x.dtype}, expected numbers (images as uint8 or floats); "
+                        "save numeric arrays.")
+    if x.ndim < 2:
+        raise DataError(f"{name} in {where} has shape {x.shape}, one number per sample; expected images "
+                        "(n, H, W) or rows of features (n, d): save one row per sample.")
+    if x.shape[0] == 0:
+        raise DataError(f"{name} in {where} holds no samples (shape {x.shape}); save at least one.")
+    if x.dtype.kind != "f":
+        return
+    bad = np.zeros(len(x), dtype=bool)
+    flat = x.reshape(len(x), -1)
+    for start in range(0, len(x), 4096):  # blocks: no second array the size of x
+        bad[start:start + 4096] = ~np.isfinite(flat[start:start + 4096]).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(str(i) for i in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        raise DataError(
+            f"{name} in {where} holds NaN or infinity in {len(rows)} of {len(x)} samples (rows {shown}); "
+            "drop or impute those rows and save the file again."
+        )
 
 
 def _mnist_dataset(source, where: str) -> Dataset:
@@ -164,6 +208,7 @@ def _mnist_dataset(source, where: str) -> Dataset:
                 f"MNIST in {where} is inconsistent: x_{split} has shape {x.shape} and y_{split} {y.shape}, "
                 "expected (n, 28, 28) images and n labels; replace the files with good copies."
             )
+        _check_samples(x, f"x_{split}", where)
     y_train, y_test = parts["y_train"].astype(np.int64), parts["y_test"].astype(np.int64)
     return Dataset(
         X=parts["x_train"], y=y_train, items=_array_items("train", len(y_train)),
@@ -351,6 +396,11 @@ def load_arrays(path) -> Dataset:
     (optional, -1 = unlabeled; all unlabeled when absent); optional ``x_test``/``y_test``, ``items``
     (one string id per sample) and ``classes`` (one name per label).
 
+    Everything is checked here, images first, before any training: a truncated or foreign file,
+    images that are not numeric, have no sample axis (1-D) or hold NaN/inf (the rows are counted),
+    labels that are not integers >= -1 (test labels >= 0), and lengths that disagree are each
+    refused with one line (:class:`~pseudolabel.exceptions.DataError`).
+
     Examples
     --------
     >>> np.savez("mine.npz", X=np.zeros((4, 8, 8)), y=[0, 1, -1, -1])  # doctest: +SKIP
@@ -366,19 +416,28 @@ def load_arrays(path) -> Dataset:
             f"{path} holds no images (arrays: {', '.join(arrays) or 'none'}); "
             "save them as X (and labels as y, -1 for unlabeled) with numpy.savez."
         )
+    _check_samples(X, x_name, path)
+    X_test, y_test = _pick(arrays, ("x_test", "X_test")), _pick(arrays, ("y_test",))
+    if X_test is not None:
+        _check_samples(X_test, "x_test", path)
+        if X_test.shape[1:] != X.shape[1:]:
+            raise DataError(f"{path}: x_test holds samples of shape {X_test.shape[1:]} but {x_name} of shape "
+                            f"{X.shape[1:]}; save test images of the training images' shape.")
+    if (X_test is None) != (y_test is None):
+        has, lacks = ("x_test", "y_test") if y_test is None else ("y_test", "x_test")
+        raise DataError(f"{path} holds {has} but no {lacks}; save both (a test split needs its labels) or neither.")
     y = _pick(arrays, ("y", "y_train"))
     y = np.full(len(X), -1, np.int64) if y is None else y
-    X_test, y_test = _pick(arrays, ("x_test", "X_test")), _pick(arrays, ("y_test",))
     try:
         y = check_labels(y, name=f"y in {path}")
         y_test = None if y_test is None else check_labels(y_test, name=f"y_test in {path}", allow_unlabeled=False)
     except InputError as err:
         raise DataError(str(err)) from None
-    for xs, ys, name in ((X, y, ""), (X_test, y_test, "_test")):
-        if (xs is None) != (ys is None) or (xs is not None and len(xs) != len(ys)):
+    for xs, ys, x_is, y_is in ((X, y, x_name, "y"), (X_test, y_test, "x_test", "y_test")):
+        if xs is not None and len(xs) != len(ys):
             raise DataError(
-                f"{path}: x{name} has {None if xs is None else len(xs)} samples but y{name} has "
-                f"{None if ys is None else len(ys)}; save one label per sample (-1 for unlabeled)."
+                f"{path}: {x_is} has {len(xs)} samples but {y_is} has {len(ys)}; "
+                "save one label per sample (-1 for unlabeled)."
             )
     items = [str(s) for s in arrays["items"]] if "items" in arrays else _array_items("train", len(y))
     if len(items) != len(y) or len(set(items)) != len(items):
@@ -394,9 +453,13 @@ def load_arrays(path) -> Dataset:
     )
 
 
-def load_dataset(spec) -> Dataset:
+def load_dataset(spec, *, image_size=None, skip_bad: bool = False) -> Dataset:
     """Load what a ``--data`` option names: ``"mnist"``, ``"digits"``, a folder (MNIST files or
     images), an .npz of arrays, or a CSV manifest (its folder is the image folder).
+
+    ``image_size`` and ``skip_bad`` are passed to :func:`load_image_folder` for an image folder or
+    manifest. ``skip_bad`` means nothing for arrays (there are no files to skip); ``image_size``
+    is refused for them (resize arrays before saving them).
 
     Examples
     --------
@@ -404,17 +467,24 @@ def load_dataset(spec) -> Dataset:
     'digits'
     """
     text = str(spec).strip()
+    path = Path(text).expanduser()
+    arrays = (text.lower() in ("mnist", "digits") or (path.is_file() and path.suffix.lower() == ".npz")
+              or (path.is_dir() and _mnist_in(path) is not None))
+    if image_size is not None and arrays:
+        raise InputError(f"image_size (--image-size) applies to image folders, not to {text!r}; "
+                         "drop it, or resize the arrays before saving them.")
     if text.lower() == "mnist":
         return load_mnist()
     if text.lower() == "digits":
         return load_digits()
-    path = Path(text).expanduser()
     if path.is_dir():
-        return load_mnist(path) if _mnist_in(path) is not None else load_image_folder(path)
+        if _mnist_in(path) is not None:
+            return load_mnist(path)
+        return load_image_folder(path, image_size=image_size, skip_bad=skip_bad)
     if path.is_file() and path.suffix.lower() == ".npz":
         return load_arrays(path)
     if path.is_file() and path.suffix.lower() == ".csv":
-        return load_image_folder(path.parent, manifest=path)
+        return load_image_folder(path.parent, manifest=path, image_size=image_size, skip_bad=skip_bad)
     found = "does not exist" if not path.exists() else "is neither a folder, an .npz nor a .csv file"
     raise InputError(
         f"data {text!r} {found}; pass 'mnist', 'digits', a folder of images (PATH/<class>/<image>.png), "

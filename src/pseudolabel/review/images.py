@@ -16,6 +16,7 @@ import numpy as np
 import sklearn.datasets
 from PIL import Image, UnidentifiedImageError
 
+from pseudolabel.datasets import npz_error
 from pseudolabel.exceptions import DataError, InputError
 
 __all__ = ["ImageSource", "ArrayImages", "FolderImages", "open_image_source", "render_png"]
@@ -110,8 +111,8 @@ class ArrayImages(ImageSource):
                 raise DataError(f"no image array file at {path}; pass an .npz or .npy file.")
             try:
                 loaded = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise DataError(f"{path} cannot be read as a NumPy .npz/.npy file ({exc}).") from None
+            except Exception as exc:  # zipfile.BadZipFile (a truncated .npz), ValueError, EOFError ...
+                raise npz_error(path, exc) from None
             if isinstance(loaded, np.ndarray):
                 self._arrays: dict[str, np.ndarray] = {"x": loaded}
                 self._names = ["x"]
@@ -134,7 +135,10 @@ class ArrayImages(ImageSource):
                 if self._file is None or name not in self._names:
                     raise DataError(f"{self.where} has no array {name!r} (it has {', '.join(self._names)}); "
                                     "check the item locations or pass the right --images file.")
-                self._arrays[name] = self._file[name]
+                try:
+                    self._arrays[name] = self._file[name]
+                except Exception as exc:  # a member cut short: bad CRC-32, EOF
+                    raise npz_error(self.where, exc) from None
             return self._arrays[name]
 
     def _load(self, location: str) -> bytes:
