@@ -288,3 +288,25 @@ def test_impossible_options_are_refused_before_a_run_directory_exists(tmp_path, 
     line = assert_one_line_error(invoke("selftrain", "--data", "digits", *args, "--out", str(tmp_path / "run")))
     assert expected in line
     assert not (tmp_path / "run").exists()
+
+
+def test_image_folder_options_skip_bad_files_and_declare_the_size(tmp_path):
+    """A corrupt file stops the run in one line naming --skip-bad-images; with it the file is left
+    out and named; --image-size decides the size whatever sizes the files have."""
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "f" / str(c)).mkdir(parents=True)
+        for i in range(12):
+            side = 12 if i % 3 else 10  # two sizes in the folder
+            Image.fromarray((rng.random((side, side)) * 255).astype(np.uint8)).save(tmp_path / "f" / str(c) / f"{i}.png")
+    (tmp_path / "f" / "1" / "bad.png").write_bytes(b"\x89PNG this is no image")
+    base = ["selftrain", "--data", str(tmp_path / "f"), "--labeled", "6", "--max-iter", "0", "--epochs", "1"]
+    line = assert_one_line_error(invoke(*base, "--out", str(tmp_path / "r1")))
+    assert "bad.png" in line and "--skip-bad-images" in line and not (tmp_path / "r1").exists()
+    result = invoke(*base, "--skip-bad-images", "--image-size", "8", "8", "--out", str(tmp_path / "r2"))
+    assert result.exit_code == 0, result.stderr
+    assert re.search(r"^note: skipped 1 of 25 images .*1/bad\.png", result.stderr, re.M)
+    config = json.loads((tmp_path / "r2" / "config.json").read_text())
+    assert config["image_size"] == [8, 8] and config["skip_bad_images"] is True
+    labels = list(csv.DictReader(open(tmp_path / "r2" / "labels.csv")))
+    assert len(labels) == 24 and not any("bad.png" in row["item"] for row in labels)

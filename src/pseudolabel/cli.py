@@ -71,6 +71,17 @@ def main():
     """
 
 
+def _image_options(fn):
+    """--image-size and --skip-bad-images, for every command that loads --data."""
+    fn = click.option("--skip-bad-images", "skip_bad_images", is_flag=True, default=None,
+                      help="Leave out image files that cannot be decoded (a line names them) instead of "
+                           "refusing the folder.")(fn)
+    fn = click.option("--image-size", "image_size", type=int, nargs=2, default=None, metavar="H W",
+                      help="Decode a folder's images at this height and width (default: the size they share, "
+                           "else the most common one; a line says what was resized).")(fn)
+    return fn
+
+
 def _selftrain_options(fn):
     options = [
         click.option("--data", required=True, help="mnist, digits, an image folder, or a .npz file."),
@@ -100,6 +111,7 @@ def _selftrain_options(fn):
 
 @main.command()
 @_selftrain_options
+@_image_options
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the killed run in --out from its last finished round.")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
@@ -111,8 +123,8 @@ def _selftrain_options(fn):
               help="Also learn from the still unlabeled images online, every step: weak/strong views with a "
                    "confidence threshold (FixMatch), per-class thresholds (FlexMatch). Slower per round.")
 @friendly_errors
-def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, device, relabel, out, resume, store,
-              min_steps, semi):
+def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, device, relabel, image_size,
+              skip_bad_images, out, resume, store, min_steps, semi):
     """Iterative confidence-based pseudo-labeling.
 
     Every run records its labels in OUT/labels.db (or --store): given, each round's pseudo labels
@@ -127,7 +139,8 @@ def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, de
     """
     config = dict(recipe=recipe, data=data, labeled=labeled, threshold=parse_thresholds(threshold),
                   max_iter=max_iter, seed=seed, epochs=epochs, arch=arch, device=device, relabel=relabel,
-                  min_steps=min_steps, semi=semi, store=None if store is None else str(store))
+                  min_steps=min_steps, semi=semi, store=None if store is None else str(store),
+                  image_size=image_size, skip_bad_images=skip_bad_images)
     result = run_selftrain(config, out, resume=resume)
     click.echo(f"termination: {result.termination}; run directory: {result.run.path}")
     if result.test_accuracy is not None:
@@ -159,6 +172,7 @@ def demo(out):
 
 @main.command()
 @click.option("--data", required=True, help="mnist, digits, an image folder, a CSV manifest or a .npz file.")
+@_image_options
 @click.option("--noise", type=float, default=None,
               help="Simulation: corrupt this share of the labels first and measure how well they are found.")
 @click.option("--noise-kind", type=click.Choice(["symmetric", "pairs"]), default=None, show_default="symmetric",
@@ -202,8 +216,9 @@ def demo(out):
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Label store to record into (default: OUT/labels.db).")
 @friendly_errors
-def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epochs, later_epochs, later_augment,
-          later_weighted, average_passes, min_steps, seed, limit, jobs, threads, device, out, resume, store):
+def clean(image_size, skip_bad_images, data, noise, noise_kind, folds, passes, method, threshold, policy, epochs,
+          later_epochs, later_augment, later_weighted, average_passes, min_steps, seed, limit, jobs, threads, device,
+          out, resume, store):
     """Find labels that are probably wrong (out-of-fold predictions), and fix or flag them.
 
     Writes issues.csv (most suspicious first), grid.png (the top 25), labels.csv (given and new
@@ -222,7 +237,7 @@ def clean(data, noise, noise_kind, folds, passes, method, threshold, policy, epo
                   threshold=threshold, policy=policy, epochs=epochs, later_epochs=later_epochs,
                   later_augment=later_augment, later_weighted=later_weighted, average_passes=average_passes,
                   min_steps=min_steps, seed=seed, limit=limit, jobs=jobs,
-                  threads=threads, device=device)
+                  threads=threads, device=device, image_size=image_size, skip_bad_images=skip_bad_images)
     if store is not None:
         config["store"] = str(store)
     result = run_clean({k: v for k, v in config.items() if v is not None}, out, resume=resume)
@@ -432,6 +447,7 @@ def export(db, fmt, out, split, include_unlabeled, force):
 # ------------------------------------------------------------------------------ sweeps and reports
 @main.command()
 @click.option("--data", required=True, help="mnist, digits, an image folder, or a .npz file.")
+@_image_options
 @click.option("--labeled", required=True, help="Labeled sizes, comma-separated, e.g. 100,1000.")
 @click.option("--threshold", default="0.99", show_default=True,
               help="Thresholds, comma-separated; '>' makes a per-round schedule (quote it in a shell): "
@@ -454,7 +470,8 @@ def export(db, fmt, out, split, include_unlabeled, force):
                    "the same flag's old name).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory.")
 @friendly_errors
-def sweep(data, labeled, threshold, seeds, max_iter, epochs, arch, recipe, modes, reference, device, n_jobs, out):
+def sweep(data, image_size, skip_bad_images, labeled, threshold, seeds, max_iter, epochs, arch, recipe, modes,
+          reference, device, n_jobs, out):
     """Self-training over a grid: labeled sizes x thresholds x modes x seeds, then the report.
 
     Every cell is an ordinary run directory in OUT/cells/. Run the same command again to continue
@@ -469,7 +486,8 @@ def sweep(data, labeled, threshold, seeds, max_iter, epochs, arch, recipe, modes
     """
     if seeds < 1:
         raise InputError(f"--seeds {seeds} leaves the grid empty; give 1 or more.")
-    config = {k: v for k, v in dict(data=data, max_iter=max_iter, epochs=epochs, arch=arch, device=device).items()
+    config = {k: v for k, v in dict(data=data, max_iter=max_iter, epochs=epochs, arch=arch, device=device,
+                                    image_size=image_size, skip_bad_images=skip_bad_images).items()
               if v is not None}
     config.update(recipe=recipe, labeled=parse_int_axis(labeled, "labeled"), threshold=parse_threshold_axis(threshold),
                   seeds=list(range(seeds)), reference=reference)

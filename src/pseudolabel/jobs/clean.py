@@ -209,7 +209,8 @@ def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Ca
     """
     t_start = time.perf_counter()
     config = CleanConfig.resume(out, config, say) if resume else CleanConfig.coerce(config)
-    ds = dataset if dataset is not None else load_dataset(config.data)
+    ds = dataset if dataset is not None else load_dataset(config.data, image_size=config.image_size,
+                                                          skip_bad=config.skip_bad_images)
     data = prepare_data(config, ds)
     splits = fold_splits(data.y, config.folds, config.seed, say)  # a class too small stops here
     # One thread per process by default: OpenMP threads that spin against any other load made a

@@ -40,7 +40,7 @@ def _rows(ds: Dataset, rows: np.ndarray) -> Dataset:
 def prepare_data(config: dict, ds: Dataset) -> CleanData:
     """Apply --limit, leave out unlabeled rows, hold out a test set of an image folder in a
     simulation, decode images, and corrupt the labels when --noise is set."""
-    notes = []
+    notes = list(ds.notes)  # what the loader did (folders ignored, files skipped, ...)
     n_all = len(ds)
     rows = np.arange(n_all)
     if config["limit"] is not None and config["limit"] < n_all:
@@ -72,7 +72,7 @@ def prepare_data(config: dict, ds: Dataset) -> CleanData:
     images = sub.X
     X = sub.X
     if ds.root is not None:  # an image folder: decode once, not once per fold
-        X = read_images(sub.X)
+        X = read_images(sub.X, size=ds.image_size, notes=notes)
         if X_test is not None:
             X_test = read_images(X_test, size=X.shape[1:3], mode="RGB" if X.ndim == 4 else "L")
     y_true = sub.y.copy()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pseudolabel._validation import Boolean, Interval, Options, check_params
+from pseudolabel._validation import Boolean, Interval, Options, Satisfies, check_params
 from pseudolabel.exceptions import InputError, RunDirectoryError
 from pseudolabel.issues import METHODS, POLICIES
 from pseudolabel.jobs.recipes import CLEAN_RECIPES, RECIPES
@@ -81,7 +81,17 @@ def make_model(model: Mapping, seed: int, callbacks=None):
 _SEED = [Interval(int, 0, None)]
 # Stricter than the model's own rules where a job needs it: a job that trains zero epochs would
 # write a run of untrained models.
-_JOB_CONSTRAINTS = {"epochs": [Interval(int, 1, None)]}
+_JOB_CONSTRAINTS = {
+    "epochs": [Interval(int, 1, None)],
+    "image_size": [Satisfies(lambda v: _check_size(v), "a (height, width) pair of ints >= 1"), None],
+    "skip_bad_images": [Boolean()],
+}
+
+
+def _check_size(value) -> None:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+        raise InputError(f"not a (height, width) pair: {value!r}")
 
 
 @dataclass
@@ -98,6 +108,11 @@ class JobConfig(Mapping):
     recipe: str = "default"
     store: str | None = None
     run_id: str | None = None
+    # An image folder's images are decoded once at this (height, width); None: the size they share,
+    # else the most common one (a line says what was resized). skip_bad_images leaves out files that
+    # cannot be decoded (a line names them) instead of refusing the folder.
+    image_size: Any = None
+    skip_bad_images: bool = False
     model: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -185,6 +200,8 @@ class JobConfig(Mapping):
         if isinstance(flat.get("model"), Mapping):  # a config dumped with asdict
             model.update(flat["model"])
             extra.pop("model", None)
+        if isinstance(known.get("image_size"), list):  # config.json keeps tuples as lists
+            known["image_size"] = tuple(known["image_size"])
         return cls(**known, model=model, extra=extra)
 
     def replace(self, **changes) -> "JobConfig":

@@ -153,15 +153,17 @@ def run_selftrain(config: Mapping, out: str | Path, *, resume: bool = False,
     >>> run_selftrain({"data": "digits", "labeled": 100, "max_iter": 2}, "runs/st")   # doctest: +SKIP
     >>> run_selftrain({"data": "mnist", "labeled": 1000, "recipe": "frontier"}, "runs/f")  # doctest: +SKIP
     """
-    given = config
-    config = SelfTrainConfig.coerce(config)
-    ds = dataset if dataset is not None else load_dataset(config.data)
+    # On resume the saved config, checked against the options before the run is touched.
+    config = SelfTrainConfig.resume(out, config, say) if resume else SelfTrainConfig.coerce(config)
+    ds = dataset if dataset is not None else load_dataset(config.data, image_size=config.image_size,
+                                                          skip_bad=config.skip_bad_images)
     if ds.X.dtype == object:  # image files: decode once, before a run directory exists, so a
         # corrupt image stops the run with nothing written and no round decodes the folder again
-        ds = dataclasses.replace(ds, X=read_images(list(ds.X)))
+        ds = dataclasses.replace(ds, X=read_images(list(ds.X), size=ds.image_size, notes=ds.notes))
+    for note in ds.notes:
+        say(f"note: {note}")
     with JobContext() as ctx:
-        if resume:  # the saved config, checked against the options before the run is touched
-            config = SelfTrainConfig.resume(out, given, say)
+        if resume:
             run = ctx.attach(RunDirectory.create(out, job="selftrain", config={}, resume=True))
             if config.run_id is None:  # runs from before run ids were saved
                 config = config.replace(run_id=outputs.legacy_run_id("selftrain", run.path.name,

@@ -385,7 +385,8 @@ def run_sweep(config: dict, out: str | Path, *, n_jobs: int = 1, say: Callable[[
         if dataset is None:
             raise InputError("the sweep config has no 'data'; pass data='mnist', 'digits' or a path.")
         settings["data"] = dataset.name
-    ds = dataset if dataset is not None else load_dataset(settings["data"])
+    ds = dataset if dataset is not None else load_dataset(settings["data"], image_size=settings.get("image_size"),
+                                                          skip_bad=bool(settings.get("skip_bad_images")))
     n_classes = len(set(int(v) for v in ds.y if v != -1))
     n_given = int((ds.y != -1).sum())
     for n in labeled:
