@@ -112,21 +112,32 @@ def clean_reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("clean-ref") / "run"
     result = CliRunner().invoke(main, [*CLEAN, "--out", str(out)])
     assert result.exit_code == 0, result.output + (result.stderr or "")
-    return out
+    return out, result.stdout.strip().splitlines()[-2:]
 
 
-def test_killed_clean_ends_its_workers_and_resumes_to_the_same_result(clean_reference, tmp_path):
+# Two kill points: while the folds train (worker processes), and while the simulation's
+# test-accuracy models train (worker processes again, after issues.csv is written).
+KILL_POINTS = {
+    "folds": lambda out: (out / "fold-0.joblib").exists(),
+    "evaluation": lambda out: (out / "issues.csv").exists(),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_killed_clean_ends_its_workers_and_resumes_to_the_same_result(clean_reference, tmp_path, point):
+    reference, last_lines = clean_reference
     out = tmp_path / "run"
-    workers = _kill_when([*CLEAN, "--out", str(out)], lambda: (out / "fold-0.joblib").exists(), tmp_path,
+    workers = _kill_when([*CLEAN, "--out", str(out)], lambda: KILL_POINTS[point](out), tmp_path,
                          tmp_path / "killed.log")
     _assert_workers_end(workers)
-    assert not (out / "fold-3.joblib").exists() or not (out / "issues.csv").exists(), "killed after the end"
+    assert '"finished"' not in (out / "status.json").read_text(), "killed after the end"
     done = CliRunner().invoke(main, [*CLEAN, "--out", str(out), "--resume"])
     assert done.exit_code == 0, done.output + (done.stderr or "")
     assert "loaded from fold-0.joblib" in done.stderr
+    assert done.stdout.strip().splitlines()[-2:] == last_lines  # detection scores and test accuracies
     for name in ("issues.csv", "labels.csv"):
-        assert _rows(out / name) == _rows(clean_reference / name), name
-    got, want = _events(out / "labels.db"), _events(clean_reference / "labels.db")
+        assert _rows(out / name) == _rows(reference / name), name
+    got, want = _events(out / "labels.db"), _events(reference / "labels.db")
     assert got == want and len(set(got)) == len(got)  # every event once, none lost
 
 
