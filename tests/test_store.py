@@ -1,11 +1,19 @@
 """LabelStore: migrations, derived current labels, undo, discard, bad files, verify, the read-only
-query edge and the write transaction, bulk and concurrent writes, export and import. Real SQLite
-files in tmp_path, digits as the data."""
+query edge and the write transaction, bulk writes (concurrent ones: test_store_concurrency.py),
+export and import, read-only stores (a read-only mount, chmod 444 / 555 for a user that is not
+root, ``readonly=True``) and a full disk (a real small tmpfs, and SQLite's max_page_count). Real
+SQLite files in tmp_path, digits as the data."""
 from __future__ import annotations
 
-import multiprocessing as mp
+import contextlib
+import json
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -313,33 +321,6 @@ def test_bulk_60k_events_in_one_call(tmp_path):
     assert set(cur["source"]) == {"pseudo"} and set(cur["round"]) == {2}
 
 
-def _writer(path: str, name: str, n: int, start) -> None:
-    s = LabelStore(path)
-    start.wait()
-    for i in range(n):
-        s.add_labels([f"item/{i % 50}"], [i % 10], "human", who=name)
-    s.close()
-
-
-def test_two_writer_processes_lose_no_event(tmp_path):
-    path = tmp_path / "labels.db"
-    s = LabelStore(path)
-    s.add_items([f"item/{i}" for i in range(50)])
-    s.close()
-    ctx = mp.get_context("spawn")
-    start = ctx.Event()
-    procs = [ctx.Process(target=_writer, args=(str(path), f"w{k}", 500, start)) for k in range(2)]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0]
-    with sqlite3.connect(path) as conn:
-        per = dict(conn.execute("SELECT who, COUNT(*) FROM events GROUP BY who").fetchall())
-    assert per == {"w0": 500, "w1": 500}
-
-
 def test_export_csv_parquet_and_folder_manifest(store, tmp_path, digits):
     _, y = digits
     store.add_labels(["train/150"], [4], "human", who="ana")
@@ -376,3 +357,288 @@ def test_import_labels_csv_by_index_and_name(tmp_path):
     with pytest.raises(DataError, match="no CSV file"):
         s.import_labels_csv(tmp_path / "missing.csv")
     assert _event_count(s.path) == 2
+
+
+# ---------------------------------------------------------------- read-only stores
+READ_ONLY = ("labels.db is read-only (the file or its folder cannot be written); copy it somewhere "
+             "writable or fix the permissions.")
+
+
+def _filled(path: Path) -> Path:
+    """A store of 20 items with given and human labels, a run, predictions and suggestions."""
+    with LabelStore(path) as s:
+        s.set_classes([str(d) for d in range(10)])
+        keys = [f"train/{i}" for i in range(20)]
+        s.add_items(keys, [f"x:{i}" for i in range(20)])
+        s.add_labels(keys[:10], np.arange(10), "given", round=0)
+        run = s.begin_run("selftrain", {"threshold": 0.9}, run_id="st-1")
+        s.add_labels(keys[10:15], [1, 2, 3, 4, 5], "pseudo", confidence=0.95, run_id=run)
+        s.add_labels(["train/0"], [7], "human", who="ana")
+        proba = np.full((5, 10), 0.05)
+        proba[:, 3] = 0.55
+        s.record_predictions(keys[15:], proba, run)
+        s.record_suggestions(keys[:2], [0, 1], [8, 9], [0.9, 0.8], "clean-1")
+        s.set_meta("images", "digits")
+    return path
+
+
+def _writes(s: LabelStore, tmp: Path) -> dict:
+    """Every write of the public API, each meant to be refused."""
+    (tmp / "in.csv").write_text("key,label\ntrain/3,4\n")
+
+    def tx():
+        with s.transaction() as t:
+            t.register_runs(["x"])
+    return {
+        "add_items": lambda: s.add_items(["new/0"]),
+        "add_labels": lambda: s.add_labels(["train/1"], [2], "human"),
+        "set_classes": lambda: s.set_classes(["a", "b"] * 5),
+        "set_meta": lambda: s.set_meta("images", "elsewhere"),
+        "begin_run": lambda: s.begin_run("clean"),
+        "undo": lambda: s.undo(),
+        "discard": lambda: s.discard("pseudo"),
+        "record_predictions": lambda: s.record_predictions(["train/19"], np.full((1, 10), 0.1), "r"),
+        "record_suggestions": lambda: s.record_suggestions(["train/3"], [3], [4], [0.5], "r"),
+        "import_labels_csv": lambda: s.import_labels_csv(tmp / "in.csv"),
+        "transaction": tx,
+    }
+
+
+def test_readonly_store_reads_everything_and_refuses_every_write(tmp_path):
+    path = _filled(tmp_path / "labels.db")
+    with LabelStore(path) as s:
+        want = s.current_labels()
+        history = s.history("train/0")
+    before = path.read_bytes()
+    s = LabelStore(path, readonly=True)
+    assert s.readonly
+    s.verify()
+    pd.testing.assert_frame_equal(s.current_labels(), want)
+    seen = [(e["source"], e["label"], e["status"]) for e in s.history("train/0")]
+    assert seen == [(e["source"], e["label"], e["status"]) for e in history]
+    assert seen == [("given", 0, "superseded"), ("human", 7, "current")]
+    assert s.runs()["run_id"].tolist()[:1] == ["st-1"] and s.runs()["config"][0] == {"threshold": 0.9}
+    assert len(s.events(run_id="st-1")) == 5 and s.get_meta("images") == "digits"
+    assert s.schema_version == SCHEMA_VERSION and s.rows("SELECT COUNT(*) FROM events") == [(16,)]
+    assert len(s.queue("all")) == 20 and len(s.queue("active")) == 5 and len(s.queue("suspects")) == 2
+    assert len(s.queue("audit")) == 5 and s.counts()["none"] == 5
+    (tmp_path / "out").mkdir()
+    csv = pd.read_csv(s.export(tmp_path / "out" / "labels.csv"))
+    assert len(csv) == 15 and csv.set_index("key").loc["train/0", "label"] == 7
+    for name, write in _writes(s, tmp_path).items():
+        with pytest.raises(StoreError) as err:
+            write()
+        assert str(err.value) == READ_ONLY, name
+    assert s.current_labels().equals(want)
+    s.close()
+    assert path.read_bytes() == before  # not one byte written
+    with LabelStore(path) as w:  # a writable handle still writes
+        assert not w.readonly and w.add_labels(["train/1"], [2], "human") == 1
+
+
+def test_readonly_needs_a_current_store(tmp_path):
+    with pytest.raises(StoreError, match="no label store at"):
+        LabelStore(tmp_path / "missing.db", readonly=True)
+    assert not (tmp_path / "missing.db").exists()
+    path = tmp_path / "labels.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    apply_migrations(conn, upto=1)
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as err:
+        LabelStore(path, readonly=True)
+    assert str(err.value) == ("labels.db has schema version 1 and needs upgrading to "
+                              f"{SCHEMA_VERSION}, which writes, but it is read-only (the file or its folder "
+                              "cannot be written); copy it somewhere writable or fix the permissions.")
+    assert path.read_bytes() == before
+    (tmp_path / "empty.db").write_bytes(b"")
+    with pytest.raises(StoreError, match="^empty.db is empty, not a label store; pass a label store"):
+        LabelStore(tmp_path / "empty.db", readonly=True)
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size: str):
+    """A real small filesystem (tmpfs) mounted at ``where``; skips where mounting needs a root
+    this test does not have."""
+    where.mkdir()
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+                           capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("no mount command here")
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here ({r.stderr.strip()}); needs root")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
+
+
+def test_store_on_a_readonly_mount_opens_for_reading(tmp_path):
+    with _tmpfs(tmp_path / "mnt", "4m") as mnt:
+        path = _filled(mnt / "labels.db")
+        (mnt / "crashed").mkdir()
+        with LabelStore(path) as s:
+            want = s.current_labels()
+            s.add_labels(["train/2"], [5], "human")  # in the -wal only, while the store is open
+            for name in ("labels.db", "labels.db-wal"):  # as a writer that died leaves it
+                shutil.copyfile(mnt / name, mnt / "crashed" / name)
+            s.undo()
+        assert sorted(p.name for p in mnt.iterdir()) == ["crashed", "labels.db"]  # closed: no -wal, -shm
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True, timeout=30)
+        with pytest.raises(StoreError) as err:  # its last writes are in the -wal: not shown stale
+            LabelStore(mnt / "crashed" / "labels.db", create=False)
+        assert str(err.value) == ("labels.db is read-only and its labels.db-wal holds changes not yet merged "
+                                  "into it; copy the store with its -wal and -shm files somewhere writable "
+                                  "and open it there once.")
+        # A WAL store whose -shm cannot be made: the commands that only read still work.
+        s = LabelStore(path, create=False)
+        assert s.readonly
+        s.verify()
+        pd.testing.assert_frame_equal(s.current_labels(), want)
+        assert len(s.history("train/0")) == 2 and len(s.runs()) == 2 and len(s.queue("active")) == 5
+        assert len(pd.read_csv(s.export(tmp_path / "labels.csv"))) == 15
+        for name, write in _writes(s, tmp_path).items():
+            with pytest.raises(StoreError) as err:
+                write()
+            assert str(err.value) == READ_ONLY, name
+        s.close()
+        with pytest.raises(StoreError) as err:  # a job asking to write is told at once
+            LabelStore(path)
+        assert str(err.value) == READ_ONLY
+        with pytest.raises(StoreError, match="cannot create new.db: its folder .* cannot be written"):
+            LabelStore(mnt / "new.db")
+
+
+_AS_USER = """
+import json, sys
+from pathlib import Path
+from pseudolabel.exceptions import StoreError
+from pseudolabel.store import LabelStore
+out = {}
+for name in sys.argv[2:]:
+    rec = out[name] = {}
+    s = LabelStore(name, create=False)
+    s.verify()
+    rec["readonly"] = s.readonly
+    rec["labels"] = s.current_labels()["label"].tolist()
+    rec["history"] = [e["status"] for e in s.history("train/0")]
+    rec["runs"] = len(s.runs())
+    rec["queue"] = len(s.queue("all"))
+    rec["export"] = len(Path(s.export(Path(sys.argv[1]) / (Path(name).parent.name + ".csv"))).read_text().splitlines())
+    for what, write in (("add_labels", lambda: s.add_labels(["train/1"], [2], "human")),
+                        ("undo", lambda: s.undo())):
+        try:
+            write()
+            rec[what] = "written"
+        except StoreError as exc:
+            rec[what] = str(exc)
+    s.close()
+    try:
+        LabelStore(name).close()
+        rec["create"] = "opened"
+    except StoreError as exc:
+        rec["create"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_readonly_file_and_folder_for_a_user_who_is_not_root(tmp_path):
+    """chmod 444 on the file, chmod 555 on its folder: root ignores both, so the check runs as
+    'nobody' when the tests run as root."""
+    base = Path(tempfile.mkdtemp(prefix="pl-ro-"))  # tmp_path's parents are closed to other users
+    try:
+        base.chmod(0o755)
+        out = base / "out"
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)
+        paths = {}
+        for case in ("file444", "dir555"):
+            (base / case).mkdir()
+            paths[case] = _filled(base / case / "labels.db")
+        with LabelStore(paths["file444"]) as s:
+            want = s.current_labels()["label"].tolist()
+        paths["file444"].chmod(0o444)
+        (base / "file444").chmod(0o777)  # the folder is writable: the -shm can be made
+        paths["dir555"].chmod(0o644)
+        (base / "dir555").chmod(0o555)
+        cmd = [sys.executable, "-c", _AS_USER, str(out)] + [str(p) for p in paths.values()]
+        if os.geteuid() == 0:
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv: cannot drop to a plain user")
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + cmd
+        env = {**os.environ, "HOME": str(out)}
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=str(out))
+        assert r.returncode == 0, r.stderr[-2000:]
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        for case, path in paths.items():
+            rec = res[str(path)]
+            assert rec["readonly"] is True, case
+            assert rec["labels"] == want and rec["history"] == ["superseded", "current"], case
+            assert rec["runs"] == 2 and rec["queue"] == 20 and rec["export"] == 16, case
+            assert rec["add_labels"] == rec["undo"] == rec["create"] == READ_ONLY, case
+        (base / "dir555").chmod(0o755)
+        for path in paths.values():
+            path.chmod(0o644)
+            with LabelStore(path) as s:  # untouched and sound
+                s.verify()
+                assert s.current_labels()["label"].tolist() == want
+                assert s.rows("SELECT COUNT(*) FROM events") == [(16,)]
+    finally:
+        for d in (base, *base.iterdir()):
+            d.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- a full disk
+def _fill_until_full(s: LabelStore, keys: list[str]) -> StoreError:
+    """Write ever more label events (with long notes) until the disk refuses one."""
+    labels = np.arange(len(keys)) % 10
+    for k in range(1000):
+        try:
+            s.add_labels(keys, labels, "pseudo", run_id=f"r{k}", note="n" * 300)
+        except StoreError as exc:
+            return exc
+    pytest.fail("the store never filled up")
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "max_page_count"])
+def test_full_disk_rolls_the_write_back_and_the_store_stays_sound(tmp_path, how):
+    with contextlib.ExitStack() as stack:
+        where = stack.enter_context(_tmpfs(tmp_path / "mnt", "384k")) if how == "tmpfs" else tmp_path
+        path = where / "labels.db"
+        s = stack.enter_context(LabelStore(path))
+        s.set_classes([str(d) for d in range(10)])
+        keys = [f"train/{i}" for i in range(200)]
+        s.add_items(keys)
+        s.add_labels(keys, np.arange(200) % 10, "given")
+        if how == "max_page_count":  # SQLite's own cap on the file: the same SQLITE_FULL, no root needed
+            s._conn.execute(f"PRAGMA max_page_count = {s._conn.execute('PRAGMA page_count').fetchone()[0] + 40}")
+        err = _fill_until_full(s, keys)
+        msg = str(err)
+        assert msg.startswith("labels.db cannot grow: the disk is full (database or disk is full); the "
+                              "write was rolled back and the store is intact: free space where ")
+        assert msg.endswith(", then run it again.") and "\n" not in msg
+        n = s.rows("SELECT COUNT(*) FROM events")[0][0]
+        assert n % 200 == 0 and n >= 200  # whole writes only: the failed one left nothing
+        before = s.current_labels()
+        # A transaction of many writes is kept whole or not at all.
+        with pytest.raises(StoreError, match="the disk is full"):
+            with s.transaction() as tx:
+                tx.register_runs(["half"])
+                tx.add_predictions("proba", np.arange(1, 201), "half", predicted=np.zeros(200, int),
+                                   proba=[b"x" * 2000] * 200)
+                tx.add_events([(1, 1, "human", None, None, "half", None, "x", "now", "n" * 5000)] * 200)
+        assert s.rows("SELECT COUNT(*) FROM runs WHERE run_id = 'half'") == [(0,)]
+        assert s.rows("SELECT COUNT(*) FROM events")[0][0] == n
+        s.verify()
+        pd.testing.assert_frame_equal(s.current_labels(), before)
+        assert s.add_labels(["train/0"], [9], "human") == 1  # a small write still fits
+        s.close()
+        with LabelStore(path, create=False) as again:
+            again.verify()
+            assert again.rows("SELECT COUNT(*) FROM events")[0][0] == n + 1
+            assert again.current_labels().set_index("key").loc["train/0", "label"] == 9
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -4,12 +4,25 @@ Every failure is one StoreError line that names the file and the fix, and a file
 label store is never written to: its header and tables are checked before any migration.
 :class:`StoreFile` is the base of :class:`~pseudolabel.store.LabelStore`: the connection, its lock,
 read-only SQL (``query``, ``rows``), the write transaction, ``verify`` and the meta table.
+
+Read-only stores: a store whose file or folder cannot be written (a read-only mount, ``chmod 444``
+file, ``chmod 555`` folder), or one opened with ``readonly=True``, is opened with SQLite's
+``mode=ro`` and never migrated nor switched to WAL; every read works and every write is the one
+line of :func:`readonly_error`. A WAL store in a folder where its ``-shm`` cannot be created is
+opened ``immutable`` (safe: nobody can write it there either) unless it holds an unmerged ``-wal``.
+
+Failed writes: every write is one ``BEGIN IMMEDIATE`` transaction, rolled back on any error, so a
+full disk (SQLITE_FULL), a read-only file or a lock held past the busy timeout leaves the store as
+it was, and is one StoreError line (:func:`write_error`).
 """
 from __future__ import annotations
 
+import os
+import random
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,22 +33,117 @@ from pseudolabel.exceptions import InputError, StoreError
 from pseudolabel.store.schema import SCHEMA_VERSION, TABLES, apply_migrations
 from pseudolabel.store.transaction import Transaction
 
-__all__ = ["StoreFile", "open_connection", "migrate", "verify"]
+__all__ = ["StoreFile", "open_connection", "migrate", "verify", "writable", "readonly_error", "write_error"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_S = 30.0
+# Primary SQLite result codes (extended codes carry them in the low byte).
+_BUSY, _LOCKED, _READONLY, _IOERR, _FULL, _CANTOPEN = 5, 6, 8, 10, 13, 14
 
 
-def open_connection(path: Path, create: bool) -> sqlite3.Connection:
+def writable(path: Path) -> bool:
+    """Whether SQLite can write the store at ``path``: the file (when it exists) and its folder,
+    where the -wal and -shm files live. ``os.access`` also answers False on a read-only mount,
+    for root too."""
+    if path.exists() and not os.access(path, os.W_OK):
+        return False
+    return os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def readonly_error(path: Path) -> StoreError:
+    """The one line for a write to a store that cannot be written."""
+    return StoreError(f"{path.name} is read-only (the file or its folder cannot be written); copy it "
+                      "somewhere writable or fix the permissions.")
+
+
+def _code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF
+    text = str(exc)
+    for marker, value in (("database or disk is full", _FULL), ("readonly database", _READONLY),
+                          ("database is locked", _BUSY), ("disk I/O error", _IOERR)):
+        if marker in text:
+            return value
+    return None
+
+
+def write_error(path: Path, exc: BaseException) -> StoreError | None:
+    """The one StoreError line for a write SQLite refused for a reason outside the store (full
+    disk, read-only file, a lock held too long, an I/O error); None for any other error. The
+    transaction was rolled back, so the message says the store is unchanged."""
+    code = _code(exc)
+    reason = " ".join(str(exc).split())
+    if code == _FULL:
+        return StoreError(f"{path.name} cannot grow: the disk is full ({reason}); the write was rolled "
+                          f"back and the store is intact: free space where {path.parent} lives, then "
+                          "run it again.")
+    if code == _READONLY:
+        return readonly_error(path)
+    if code in (_BUSY, _LOCKED):
+        return StoreError(f"{path.name} stayed locked by another writer for {BUSY_TIMEOUT_S:.0f} s "
+                          f"({reason}); nothing was written: stop the other program writing to it, "
+                          "then run it again.")
+    if code in (_IOERR, _CANTOPEN):
+        return StoreError(f"{path.name} could not be written ({reason}); the write was rolled back: check "
+                          f"that the disk of {path.parent} is present, writable and not full, then run it again.")
+    return None
+
+
+def _ro_uri(path: Path, immutable: bool) -> str:
+    return path.resolve().as_uri() + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
+
+
+def _connect(target: str, uri: bool) -> sqlite3.Connection:
+    # check_same_thread=False: the review page calls from a thread pool; the store's lock serializes.
+    conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False,
+                           uri=uri)
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _open_readonly(p: Path) -> sqlite3.Connection:
+    """``mode=ro``; for a WAL file whose -shm cannot be made or used (read-only folder or mount),
+    ``immutable``, which needs no -shm: safe, since nobody can write the store there either (a
+    writer needs the -wal and -shm too), as long as no -wal holds changes not yet merged into the
+    file. A store another user is writing, with its -shm there, opens plain ``mode=ro``."""
+    conn = _connect(_ro_uri(p, immutable=False), uri=True)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        # CANTOPEN (read-only mount), READONLY_DIRECTORY or READONLY_CANTINIT (a folder or -shm
+        # this user cannot write): the -shm cannot be made or used.
+        if _code(exc) not in (_CANTOPEN, _READONLY):
+            raise
+    wal = p.with_name(p.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(f"{p.name} is read-only and its {wal.name} holds changes not yet merged into "
+                         "it; copy the store with its -wal and -shm files somewhere writable and open "
+                         "it there once.")
+    return _connect(_ro_uri(p, immutable=True), uri=True)
+
+
+def open_connection(path: Path, create: bool, readonly: bool = False) -> sqlite3.Connection:
     """A connection to ``path`` (autocommit; writes take BEGIN IMMEDIATE), after checking that
-    the file is a SQLite database whose first page reads."""
+    the file is a SQLite database whose first page reads. ``readonly`` opens it with SQLite's
+    ``mode=ro`` (the file must exist); otherwise a file or folder that cannot be written is the
+    read-only StoreError, before SQLite touches anything."""
     p = path
     if p.is_dir():
         raise StoreError(f"{p} is a directory, not a label store; pass a file path such as {p / 'labels.db'}.")
     if not p.exists():
-        if not create:
+        if not create or readonly:
             raise StoreError(f"no label store at {p}; check the path or run a job that writes one.")
         if not p.parent.is_dir():
             raise StoreError(f"the folder of {p} does not exist; create {p.parent} first.")
+        if not writable(p):
+            raise StoreError(f"cannot create {p.name}: its folder {p.parent} cannot be written; pass a "
+                             "path in a writable folder or fix the permissions.")
+    elif not readonly and not writable(p):
+        raise readonly_error(p)
     elif p.stat().st_size > 0:
         with open(p, "rb") as fh:
             head = fh.read(len(_SQLITE_HEADER))
@@ -43,14 +151,18 @@ def open_connection(path: Path, create: bool) -> sqlite3.Connection:
         if head != _SQLITE_HEADER:
             raise StoreError(f"{p} is not a SQLite database (corrupt or another kind of file); "
                              "it was left untouched: restore it from a backup or pass a new path.")
-    # check_same_thread=False: the review page calls from a thread pool; the store's lock serializes.
-    conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn = None
     try:
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if readonly:
+            conn = _open_readonly(p)
+        else:
+            conn = _connect(str(p), uri=False)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
-        conn.close()
+        if conn is not None:
+            conn.close()
+        if _code(exc) in (_BUSY, _LOCKED, _READONLY, _FULL, _IOERR):
+            raise write_error(p, exc) from None
         raise StoreError(f"{p} cannot be read as a SQLite database ({exc}); it was left untouched: "
                          "restore it from a backup or pass a new path.") from None
     return conn
@@ -79,19 +191,36 @@ def schema_version(conn: sqlite3.Connection, path: Path) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse a newer or foreign file, apply the pending migrations, switch to WAL."""
+def migrate(conn: sqlite3.Connection, path: Path, readonly: bool = False) -> None:
+    """Refuse a newer or foreign file, apply the pending migrations, switch to WAL. A read-only
+    store is only checked: one that needs a migration is refused, since migrating writes."""
     try:
         version = schema_version(conn, path)
         if version > SCHEMA_VERSION:
             raise StoreError(f"{path.name} has schema version {version} but this pseudolabel knows "
                              f"up to {SCHEMA_VERSION}; upgrade pseudolabel.")
         if version < SCHEMA_VERSION:
+            if readonly and version == 0:
+                raise StoreError(f"{path.name} is empty, not a label store; pass a label store made by "
+                                 "pseudolabel.")
+            if readonly:
+                raise StoreError(f"{path.name} has schema version {version} and needs upgrading to "
+                                 f"{SCHEMA_VERSION}, which writes, but it is read-only (the file or its "
+                                 "folder cannot be written); copy it somewhere writable or fix the permissions.")
             apply_migrations(conn, SCHEMA_VERSION)
         _check_tables(conn, path)
-        # WAL after the checks: switching it writes to the file.
-        conn.execute("PRAGMA journal_mode = WAL")
+        # WAL after the checks: switching it writes to the file (not again once it is WAL).
+        if not readonly and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
     except sqlite3.DatabaseError as exc:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the connection is closed next, which drops the transaction
+        err = write_error(path, exc)
+        if err is not None:
+            raise err from None
         raise StoreError(f"{path} cannot be read as a label store ({exc}); it was left "
                          "untouched: restore it from a backup or pass a new path.") from None
 
@@ -133,15 +262,25 @@ def _read_only(action: int, *_) -> int:
 class StoreFile:
     """The SQLite file of a label store and the plumbing of its reads and writes (see the module)."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._conn = open_connection(self.path, create)
+        if readonly is None:
+            # An existing store that cannot be written still opens for reading when it was only
+            # asked for (create=False: the review page and the store commands).
+            readonly = not create and self.path.is_file() and not writable(self.path)
+        self._readonly = bool(readonly)
+        self._conn = open_connection(self.path, create, self._readonly)
         try:
-            migrate(self._conn, self.path)
+            migrate(self._conn, self.path, self._readonly)
         except BaseException:
             self._conn.close()
             raise
+
+    @property
+    def readonly(self) -> bool:
+        """True when the store was opened read-only: reads work, every write is a StoreError."""
+        return self._readonly
 
     # ---------------------------------------------------------------- plumbing
     def close(self) -> None:
@@ -173,24 +312,54 @@ class StoreFile:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction: BEGIN IMMEDIATE takes the write lock at once, so two processes
-        queue up (busy_timeout) instead of failing half-way."""
+        take turns (:meth:`_begin`) instead of failing half-way; any error rolls it all back."""
         with self._lock:
+            if self._readonly:
+                raise readonly_error(self.path)
             if self._conn.in_transaction:
                 raise StoreError(f"a write to {self.path.name} is already open; finish the "
                                  "'with store.transaction()' block before writing again.")
             cur = self._conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:  # locked past busy_timeout, read-only file
-                raise StoreError(f"{self.path.name} refuses a write ({exc}); close the other program "
-                                 "writing to it, or check that the file is writable.") from None
+                self._begin(cur)
+            except sqlite3.DatabaseError as exc:  # locked past the timeout, read-only file, full disk
+                raise (write_error(self.path, exc) or exc) from None
             try:
                 yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            else:
                 cur.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                err = write_error(self.path, exc) if isinstance(exc, sqlite3.DatabaseError) else None
+                if err is not None:
+                    raise err from None
+                raise
+
+    def _begin(self, cur: sqlite3.Cursor) -> None:
+        """BEGIN IMMEDIATE, waiting up to BUSY_TIMEOUT_S for another writer. SQLite's own busy
+        handler sleeps ever longer (up to 100 ms) between tries, so a process writing in a loop
+        keeps the lock and a waiting one (the review page) starves; trying again every 0.5-2 ms
+        lets the writers take turns."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        self._conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if _code(exc) not in (_BUSY, _LOCKED) or time.monotonic() > deadline:
+                        raise
+                time.sleep(random.uniform(0.0005, 0.002))
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
+    def _rollback(self) -> None:
+        """Roll the open transaction back; SQLite may have done so already (a full disk)."""
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # nothing was committed: SQLite drops the transaction when the connection closes
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

@@ -5,7 +5,8 @@ edge: reads through named methods or ``query`` / ``rows`` (read-only SQL), write
 methods or ``with store.transaction() as tx``. Nothing outside the package writes SQL.
 
 Concurrency: WAL mode, a busy timeout, and every write in ``BEGIN IMMEDIATE``, so a running job
-and the review page can append at once without losing an event.
+and the review page can append at once without losing an event. A write that fails (full disk,
+read-only file, a lock held past the timeout) is rolled back whole and is one StoreError line.
 """
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ class LabelStore(StoreFile):
         The database file, e.g. ``runs/st/labels.db``.
     create : bool, default True
         Create the file when it does not exist; with False a missing file is a StoreError.
+    readonly : bool, optional
+        True opens the store for reading only (SQLite ``mode=ro``; nothing is migrated or
+        written). The default opens it read-only when ``create`` is False and the file or its
+        folder cannot be written (a read-only mount, ``chmod 444``); with ``create`` True such a
+        store is a StoreError at once. On a read-only store every write is a one-line StoreError:
+        "labels.db is read-only (the file or its folder cannot be written); ...".
 
     Examples
     --------
@@ -54,6 +61,7 @@ class LabelStore(StoreFile):
     >>> store.add_items(["train/0", "train/1"], ["x_train:0", "x_train:1"])  # doctest: +SKIP
     >>> store.add_labels(["train/0"], [5], source="given")               # doctest: +SKIP
     >>> store.current_labels()[["key", "label", "source"]]               # doctest: +SKIP
+    >>> LabelStore("/mnt/archive/labels.db", readonly=True).history("train/0")  # doctest: +SKIP
     """
 
     # Opening, verify, query / rows, transaction, meta: see StoreFile.
