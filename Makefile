@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # MNIST for tests and benchmarks: the shared copy beside the project, when there is one.
 export PSEUDOLABEL_DATA ?= $(abspath ../shared/data)
 
-.PHONY: demo test install browser bench clean
+.PHONY: demo test reliability install browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The reliability suite alone (docs/reliability.md); `make test` includes it.
+reliability: $(STAMP) browser
+	$(PY) -m pytest -q -m reliability
 
 bench: $(STAMP)
 	$(PY) bench/bench_selftrain.py

@@ -134,6 +134,7 @@ def test_progress_names_round_and_epoch(reference):
     assert re.search(r"^\s*round\s+.*test acc", result.output, re.M)  # the per-round table
 
 
+@pytest.mark.reliability
 def test_resume_after_a_kill_gives_the_same_history(reference, tmp_path):
     ref_out, ref_result = reference
     assert ref_result.exit_code == 0
@@ -278,6 +279,7 @@ def test_selftrain_semi_learns_from_the_unlabeled_rows_too(tmp_path):
     assert TEST_ACCURACY_LINE.match(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("args, expected", [
     (["--labeled", "99999999"], "--labeled 99999999 is more than the 1347 labeled samples of data 'digits'"),
     (["--labeled", "100", "--epochs", "0"], "--epochs must be an int >= 1. Got 0 instead."),

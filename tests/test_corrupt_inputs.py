@@ -14,6 +14,9 @@ from pseudolabel.datasets import load_arrays, load_dataset, load_image_folder, r
 from pseudolabel.exceptions import DataError, InputError
 from pseudolabel.review.images import open_image_source
 
+# Part of the reliability suite (`make reliability`, docs/reliability.md); `make test` runs it too.
+pytestmark = pytest.mark.reliability
+
 
 def hashes(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()

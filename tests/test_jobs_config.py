@@ -103,6 +103,7 @@ def test_a_config_json_written_before_the_typed_configs_resumes_as_it_was():
     assert clean["min_steps"] == 200  # saved with the epochs: not reset
 
 
+@pytest.mark.reliability
 def test_job_context_marks_a_failed_run_and_turns_sqlite_errors_into_one_line(tmp_path):
     import sqlite3
 
@@ -131,6 +132,7 @@ def test_job_context_marks_a_failed_run_and_turns_sqlite_errors_into_one_line(tm
     assert run.status["error"].endswith("boom")
 
 
+@pytest.mark.reliability
 def test_resume_refuses_options_that_change_results_and_applies_where_it_runs(digits, tmp_path):
     from pseudolabel.jobs.selftrain import run_selftrain
 

@@ -373,6 +373,7 @@ def _foreign(path: Path) -> Path:
     return path
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("make", [_newer, _corrupt, _damaged_inside, _foreign],
                          ids=["newer", "corrupt", "damaged", "foreign"])
 def test_bad_store_is_one_line_exit_2_and_left_untouched(make, tmp_path):

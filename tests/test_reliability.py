@@ -20,6 +20,9 @@ from click.testing import CliRunner
 from pseudolabel.cli import main
 from pseudolabel.store import LabelStore
 
+# Part of the reliability suite (`make reliability`, docs/reliability.md); `make test` runs it too.
+pytestmark = pytest.mark.reliability
+
 CLEAN = ["clean", "--data", "digits", "--noise", "0.1", "--folds", "4", "--epochs", "2", "--min-steps", "60",
          "--passes", "1", "--seed", "0", "--jobs", "2"]
 # One grid cell (60 labels, no rounds) and the all-labels reference (1347): the small cell finishes

@@ -17,6 +17,9 @@ from pseudolabel.review.app import MAX_BODY_BYTES
 from pseudolabel.review.page import REVIEW_JS
 from pseudolabel.store import LabelStore
 
+# Part of the reliability suite (`make reliability`, docs/reliability.md); `make test` runs it too.
+pytestmark = pytest.mark.reliability
+
 PORT = 8765
 TOKEN = "hostile-token-7"
 BASE = f"http://127.0.0.1:{PORT}"

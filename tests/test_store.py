@@ -95,6 +95,7 @@ def test_corrupt_file_is_refused_and_never_overwritten(tmp_path, content):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.db"]
 
 
+@pytest.mark.reliability
 def test_foreign_sqlite_database_is_refused(tmp_path):
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as conn:
@@ -111,6 +112,7 @@ def test_foreign_sqlite_database_is_refused(tmp_path):
         LabelStore(tmp_path / "missing.db", create=False)
 
 
+@pytest.mark.reliability
 def test_verify_finds_a_store_damaged_past_its_first_page(tmp_path):
     path = tmp_path / "labels.db"
     with LabelStore(path) as s:
@@ -132,6 +134,7 @@ def test_verify_finds_a_store_damaged_past_its_first_page(tmp_path):
     s.close()
 
 
+@pytest.mark.reliability
 def test_verify_and_open_refuse_a_store_missing_a_table(tmp_path):
     path = tmp_path / "labels.db"
     LabelStore(path).close()
@@ -144,6 +147,7 @@ def test_verify_and_open_refuse_a_store_missing_a_table(tmp_path):
                               "or a new path.")
 
 
+@pytest.mark.reliability
 def test_query_and_rows_only_read(store):
     df = store.query("SELECT source, COUNT(*) AS n FROM events GROUP BY source")
     assert df.to_dict("records") == [{"source": "given", "n": 100}]
@@ -404,6 +408,7 @@ def _writes(s: LabelStore, tmp: Path) -> dict:
     }
 
 
+@pytest.mark.reliability
 def test_readonly_store_reads_everything_and_refuses_every_write(tmp_path):
     path = _filled(tmp_path / "labels.db")
     with LabelStore(path) as s:
@@ -436,6 +441,7 @@ def test_readonly_store_reads_everything_and_refuses_every_write(tmp_path):
         assert not w.readonly and w.add_labels(["train/1"], [2], "human") == 1
 
 
+@pytest.mark.reliability
 def test_readonly_needs_a_current_store(tmp_path):
     with pytest.raises(StoreError, match="no label store at"):
         LabelStore(tmp_path / "missing.db", readonly=True)
@@ -475,6 +481,7 @@ def _tmpfs(where: Path, size: str):
             subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
 
 
+@pytest.mark.reliability
 def test_store_on_a_readonly_mount_opens_for_reading(tmp_path):
     with _tmpfs(tmp_path / "mnt", "4m") as mnt:
         path = _filled(mnt / "labels.db")
@@ -544,6 +551,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.reliability
 def test_readonly_file_and_folder_for_a_user_who_is_not_root(tmp_path):
     """chmod 444 on the file, chmod 555 on its folder: root ignores both, so the check runs as
     'nobody' when the tests run as root."""
@@ -603,6 +611,7 @@ def _fill_until_full(s: LabelStore, keys: list[str]) -> StoreError:
     pytest.fail("the store never filled up")
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("how", ["tmpfs", "max_page_count"])
 def test_full_disk_rolls_the_write_back_and_the_store_stays_sound(tmp_path, how):
     with contextlib.ExitStack() as stack:

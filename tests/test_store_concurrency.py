@@ -15,6 +15,9 @@ import pytest
 
 from pseudolabel.store import LabelStore
 
+# Part of the reliability suite (`make reliability`, docs/reliability.md); `make test` runs it too.
+pytestmark = pytest.mark.reliability
+
 N_ITEMS = 50
 N_PROCS, PER_PROC = 3, 300
 N_MAIN = 100
