@@ -240,3 +240,45 @@ def test_convnet_classifier_out_of_fold(mnist_small, seed):
     assert proba.shape == (600, 10)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-4)
     assert np.mean(proba.argmax(axis=1) == y_train) > 0.6  # chance is 0.1
+
+
+# -- class names and chaining ----------------------------------------------------------------------
+
+def test_string_labels_give_columns_in_sorted_name_order(seed):
+    X, y = blobs([0, 1, 2], seed=seed)
+    names = np.array(["zebra", "ant", "mole"])  # sorted: ant, mole, zebra
+    by_code = out_of_fold_proba(LogisticRegression(), X, y, cv=3, random_state=seed)
+    for y_named in (names[y], names[y].astype(object), pd.Series(names[y])):
+        proba = out_of_fold_proba(LogisticRegression(), X, y_named, cv=3, random_state=seed)
+        # column k is the k-th name in sorted order: ant (code 1), mole (2), zebra (0)
+        np.testing.assert_allclose(proba, by_code[:, [1, 2, 0]], atol=1e-8)
+    wider = out_of_fold_proba(LogisticRegression(), X, names[y], cv=3, random_state=seed,
+                              classes=["ant", "bee", "mole", "zebra"])
+    assert wider.shape == (len(y), 4) and np.all(wider[:, 1] == 0)
+    np.testing.assert_allclose(wider[:, [0, 2, 3]], by_code[:, [1, 2, 0]], atol=1e-8)
+
+
+def test_string_label_errors_name_the_class(seed):
+    X, y = blobs([0, 1], seed=seed)
+    names = np.array(["cat", "dog"])[y]
+    with pytest.raises(InputError, match=r"^y holds the label 'dog', which classes=\['cat', 'eel'\] lacks"):
+        out_of_fold_proba(LogisticRegression(), X, names, classes=["cat", "eel"])
+    with pytest.raises(InputError, match=r"^classes must hold names \(strings\) like y"):
+        out_of_fold_proba(LogisticRegression(), X, names, classes=[0, 1])
+    with pytest.raises(InputError, match=r"^class 'eel' has 1 sample"):
+        out_of_fold_proba(LogisticRegression(), np.r_[X, [[0.0, 0.0]]], np.append(names, "eel"))
+    with pytest.raises(InputError, match=r"^y mixes class names with int values"):
+        out_of_fold_proba(LogisticRegression(), X, np.array(list(names[:-1]) + [3], dtype=object))
+
+
+def test_sparse_and_coo_X_match_dense(seed):
+    import scipy.sparse as sparse
+
+    X, y = blobs([0, 1, 2], seed=seed)
+    dense = out_of_fold_proba(LogisticRegression(), X, y, cv=3, random_state=seed)
+    for fmt in (sparse.csr_matrix, sparse.coo_matrix, sparse.csc_array):
+        np.testing.assert_allclose(out_of_fold_proba(LogisticRegression(), fmt(X), y, cv=3, random_state=seed),
+                                   dense, atol=1e-6)
+    X_nan = sparse.csr_matrix(np.where(np.arange(X.size).reshape(X.shape) == 3, np.nan, X))
+    with pytest.raises(InputError, match=r"^X contains NaN or infinity in 1 sample"):
+        out_of_fold_proba(LogisticRegression(), X_nan, y)

@@ -290,8 +290,9 @@ def test_design_example_works():
      r"is length 3"),
     ([0, 1], [0.9, 0.1], r"^pred_probs must be 2-D with one column per class"),
     ([0, 1], [[1.0], [1.0]], r"^pred_probs must be 2-D with one column per class \(at least 2\)"),
-    ([0, 2], [[0.9, 0.1], [0.2, 0.8]],
-     r"^labels contains 2, but pred_probs has 2 columns \(labels 0\.\.1\); pass classes="),
+    ([0, 2, 5], [[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]],
+     r"^labels contains 5, but pred_probs has 2 columns \(labels 0\.\.1\) and labels hold 3 distinct values, "
+     r"not 2; pass classes="),
     ([0, 1], [[0.9, 0.1], [np.nan, 0.8]], r"^pred_probs contains NaN or infinity in 1 sample"),
     ([0, np.nan], [[0.9, 0.1], [0.2, 0.8]],
      r"^labels contains NaN or infinity in 1 row\(s\), but every row needs a given"),
@@ -345,3 +346,49 @@ def test_prune_relabels_the_sure_and_drops_the_unsure(noisy_digits):
     assert np.mean(new[kept] == y_true[kept]) > np.mean(relabel_all == y_true)
     # threshold 0: nothing is unsure, prune is relabel.
     np.testing.assert_array_equal(fix_labels(y_noisy, proba, policy="prune", issues=issues), relabel_all)
+
+
+# -- class names and chaining with out_of_fold_proba -----------------------------------------------
+
+def test_chaining_with_gapped_integer_labels_needs_no_classes(noisy_digits):
+    X, _, y_noisy, _, proba = noisy_digits
+    values = np.arange(10) ** 2 + 3  # 3, 4, 7, ..., 84: gaps, not 0..9
+    gapped = values[y_noisy]
+    chained = out_of_fold_proba(LogisticRegression(max_iter=1000), X, gapped, cv=5, random_state=0)
+    np.testing.assert_allclose(chained, proba, atol=1e-6)  # the same columns, in sorted value order
+    issues = rank_label_issues(gapped, chained)
+    reference = rank_label_issues(y_noisy, proba)
+    np.testing.assert_array_equal(issues["is_issue"], reference["is_issue"])
+    np.testing.assert_array_equal(issues["given"], values[reference["given"]])
+    fixed = fix_labels(gapped, chained)
+    np.testing.assert_array_equal(fixed, values[fix_labels(y_noisy, proba)])
+    assert fixed.dtype == np.int64
+    # the case of the issue: labels {3, 7, 100}, 3 columns
+    small = np.array([3, 7, 100, 3, 7, 100])
+    p3 = np.eye(3)[[0, 1, 2, 0, 2, 2]] * 0.9 + 0.1 / 3
+    assert fix_labels(small, p3, method="disagreement").tolist() == [3, 7, 100, 3, 100, 100]
+
+
+def test_string_labels_are_ranked_and_fixed_in_names(noisy_digits):
+    _, _, y_noisy, _, proba = noisy_digits
+    names = np.array([f"digit {k}" for k in range(10)])  # sorted order is the column order
+    reference = rank_label_issues(y_noisy, proba)
+    for labels in (names[y_noisy], names[y_noisy].astype(object), pd.Series(names[y_noisy]).tolist()):
+        issues = rank_label_issues(labels, proba)
+        np.testing.assert_array_equal(issues["is_issue"], reference["is_issue"])
+        np.testing.assert_array_equal(issues["predicted"], names[reference["predicted"]])
+    # classes= may be names, in any column order
+    perm = np.random.default_rng(0).permutation(10)
+    shuffled = rank_label_issues(names[y_noisy], proba[:, perm], classes=names[perm])
+    np.testing.assert_array_equal(shuffled["is_issue"], reference["is_issue"])
+    fixed = fix_labels(names[y_noisy], proba)
+    np.testing.assert_array_equal(fixed, names[fix_labels(y_noisy, proba)])
+    dropped = fix_labels(names[y_noisy], proba, policy="drop")
+    gone = fix_labels(y_noisy, proba, policy="drop") == -1
+    assert dropped.dtype == object and gone.any()
+    assert all(v == -1 for v in dropped[gone]) and set(dropped[~gone]) <= set(names)
+    with pytest.raises(InputError, match=r"^labels hold 10 distinct names \(e\.g\. 'digit 0'\), but pred_probs has "
+                                         r"11 columns; pass classes="):
+        rank_label_issues(names[y_noisy], np.c_[proba, np.zeros(len(proba))])
+    with pytest.raises(InputError, match=r"^labels contains 'digit 0', which is not in classes \[0, 1"):
+        rank_label_issues(names[y_noisy], proba, classes=np.arange(10))

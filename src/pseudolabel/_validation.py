@@ -154,3 +154,152 @@ def check_params(values: dict, constraints: dict, owner: str | None = None) -> N
         who = f"--{name.replace('_', '-')}" if owner is None else f"The {name!r} parameter of {owner}"
         shown = v.item() if isinstance(v, np.generic) else v
         raise InputError(f"{who} must be {expected}. Got {shown!r} instead.")
+
+
+# -- class labels that are names (added for string classes; check_labels above stays as it was) -----
+UNLABELED = -1
+
+
+def _is_unlabeled_marker(v) -> bool:
+    """-1 (an int in an object array, scikit-learn's convention) or "-1" (what numpy makes of -1 in
+    an array of strings)."""
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, numbers.Integral):
+        return int(v) == UNLABELED
+    return isinstance(v, str) and v == "-1"
+
+
+def encode_labels(y, name: str = "y", allow_unlabeled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return ``(codes, names)``: labels as an int64 array and, for labels that are names, the names.
+
+    Integer (or integral float, or bool) labels come back as :func:`check_labels` gives them, with
+    ``names`` None: the codes are the labels. Strings (numpy ``str`` arrays, object arrays of
+    ``str``, pandas Series of them) are encoded once here: ``names = np.unique(labeled values)`` and
+    ``codes[i]`` is the position of ``y[i]`` in ``names``. -1 marks an unlabeled sample, as in
+    scikit-learn's ``SelfTrainingClassifier``: the integer -1 in an object array, or the string "-1"
+    (what numpy makes of -1 in an array of strings); its code is -1. A column vector (n, 1) is
+    read as (n,) with scikit-learn's DataConversionWarning.
+
+    Examples
+    --------
+    >>> codes, names = encode_labels(np.array(["dog", "cat", -1], dtype=object))
+    >>> codes.tolist(), names.tolist()
+    ([1, 0, -1], ['cat', 'dog'])
+    """
+    if y is None:
+        raise InputError(f"{name} is None; pass one label per sample.")
+    try:
+        y_arr = np.asarray(y)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} could not be read as an array of labels ({' '.join(str(exc).split())}); "
+                         "pass one label per sample.") from None
+    if y_arr.ndim == 2 and y_arr.shape[1] == 1:
+        import warnings
+
+        from sklearn.exceptions import DataConversionWarning
+
+        warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y "
+                      "to (n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=3)
+        y_arr = y_arr[:, 0]
+    if y_arr.ndim != 1:
+        raise InputError(f"{name} must be one-dimensional, got shape {y_arr.shape}; pass one label per sample.")
+    kind = y_arr.dtype.kind
+    if kind == "c":
+        raise InputError(f"{name} holds complex numbers (Complex data not supported); pass class labels.")
+    if kind == "f" and np.all(np.isfinite(y_arr)) and not np.all(np.equal(np.mod(y_arr, 1), 0)):
+        bad = y_arr[np.mod(y_arr, 1) != 0][0].item()
+        raise InputError(
+            f"{name} must hold class labels, found the continuous value {bad!r}; encode classes as integers "
+            "or names" + (", with -1 for unlabeled samples." if allow_unlabeled else ".")
+        )
+    if kind in "biuf":
+        return check_labels(y_arr, name, allow_unlabeled), None
+    if kind == "S":
+        y_arr = y_arr.astype(str)
+        kind = "U"
+    if kind not in "UO":
+        raise InputError(f"{name} must hold integer class labels or names, got dtype {y_arr.dtype}; "
+                         "pass integers or strings.")
+    values = y_arr.tolist() if kind == "O" else None
+    if kind == "O":
+        if all(isinstance(v, numbers.Integral) for v in values):  # e.g. a pandas object column of ints
+            return check_labels(np.asarray(values, dtype=np.int64) if values else np.zeros(0, np.int64),
+                                name, allow_unlabeled), None
+        if all(isinstance(v, numbers.Real) for v in values):
+            return encode_labels(np.asarray(values, dtype=np.float64), name, allow_unlabeled)
+    unlabeled = np.fromiter((_is_unlabeled_marker(v) for v in (values if values is not None else y_arr.tolist())),
+                            dtype=bool, count=len(y_arr))
+    if unlabeled.any() and not allow_unlabeled:
+        raise InputError(f"{name} contains the label -1 (unlabeled) in {int(unlabeled.sum())} row(s); "
+                         "every sample needs a label here: pass only the labeled rows.")
+    if kind == "O":
+        others = [v for v, u in zip(values, unlabeled) if not u and not isinstance(v, str)]
+        if others:
+            missing = sum(1 for v in others if v is None or (isinstance(v, float) and v != v))
+            if missing:
+                raise InputError(f"{name} contains None or NaN in {missing} row(s); "
+                                 + ("mark unlabeled samples with -1." if allow_unlabeled
+                                    else "drop those rows or give them a label."))
+            raise InputError(
+                f"{name} mixes class names with {type(others[0]).__name__} values such as {others[0]!r}; "
+                "Unknown label type: pass every label as a string (or every label as an integer)."
+            )
+    labeled = y_arr[~unlabeled]
+    names, inverse = np.unique(labeled, return_inverse=True)
+    codes = np.full(len(y_arr), UNLABELED, dtype=np.int64)
+    codes[~unlabeled] = inverse.ravel()
+    return codes, names
+
+
+def num_samples(X, name: str = "X") -> int:
+    """Number of rows of X (arrays, sparse matrices, data frames, lists, array-likes)."""
+    from sklearn.utils.validation import _num_samples
+
+    try:
+        return int(_num_samples(X))
+    except TypeError:
+        raise InputError(f"{name} must be array-like with one row per sample, got {type(X).__name__}; "
+                         "pass an array, a list or a DataFrame.") from None
+
+
+def check_finite_any(X, name: str = "X") -> None:
+    """:func:`check_finite` for numpy arrays, scipy.sparse matrices (their stored values) and data
+    frames (their numeric columns); anything else (texts, lazy readers) passes unchecked."""
+    import scipy.sparse as sp
+
+    if sp.issparse(X):
+        data = X.data if hasattr(X, "data") and isinstance(X.data, np.ndarray) else X.tocsr().data
+        if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+            rows = np.unique(X.tocoo().row[~np.isfinite(X.tocoo().data)])
+            raise InputError(f"{name} contains NaN or infinity in {len(rows)} sample(s); drop or impute those rows "
+                             "first.")
+        return
+    if hasattr(X, "select_dtypes") and hasattr(X, "to_numpy"):
+        numeric = X.select_dtypes(include="number")
+        if numeric.shape[1]:
+            check_finite(numeric.to_numpy(dtype=np.float64), name)
+        return
+    if hasattr(X, "dtype") and hasattr(X, "to_numpy"):  # a Series
+        if np.issubdtype(X.dtype, np.number):
+            check_finite(X.to_numpy(dtype=np.float64), name)
+        return
+    if isinstance(X, np.ndarray):
+        if X.dtype.kind == "O":
+            try:
+                X = X.astype(np.float64)
+            except (TypeError, ValueError):
+                return  # texts or mixed objects: the estimator's business
+        check_finite(X, name)
+
+
+def indexable_rows(X):
+    """X as given, unless rows cannot be taken from it: an array-like without len() or [] (numpy
+    reads it), or a sparse format without row indexing (COO, DIA, BSR: CSR keeps it sparse)."""
+    import scipy.sparse as sp
+
+    if sp.issparse(X):
+        return X if X.format in ("csr", "csc", "lil", "dok") else X.tocsr()
+    if hasattr(X, "__array__") and not (hasattr(X, "__len__") and hasattr(X, "__getitem__")):
+        return np.asarray(X)
+    return X

@@ -23,7 +23,11 @@ T_BOUNDS = (0.05, 20.0)
 
 
 def _as_scores(scores, name: str) -> np.ndarray:
-    arr = np.asarray(scores, dtype=np.float64)
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a numeric 2-D array (n_samples, n_classes), got {type(scores).__name__} "
+                         "that is not one; pass one row of class scores per sample.") from None
     if arr.ndim != 2 or arr.shape[1] < 2:
         raise InputError(
             f"{name} must be a 2-D array (n_samples, n_classes) with at least 2 classes, got shape {arr.shape}; "
@@ -35,7 +39,13 @@ def _as_scores(scores, name: str) -> np.ndarray:
 
 
 def _as_targets(y, n_classes: int, name: str = "y") -> np.ndarray:
-    y_arr = np.asarray(y)
+    try:
+        y_arr = np.asarray(y)
+    except (TypeError, ValueError):
+        y_arr = np.asarray(None)
+    if y_arr.ndim == 1 and y_arr.dtype == object and len(y_arr) and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in y_arr.tolist()):
+        y_arr = y_arr.astype(np.int64)
     if y_arr.ndim != 1 or y_arr.dtype.kind not in "iu":
         raise InputError(
             f"{name} must be a 1-D array of integer column indices, got dtype {y_arr.dtype} and shape {y_arr.shape}; "
@@ -97,10 +107,10 @@ def fit_temperature(logits_or_proba, y, *, from_proba: bool = False, prior_sd: f
     True
     """
     scores = _as_scores(logits_or_proba, "logits_or_proba")
-    check_same_length("logits_or_proba", scores, "y", y)
+    y_idx = _as_targets(y, scores.shape[1])
+    check_same_length("logits_or_proba", scores, "y", y_idx)
     if len(scores) == 0:
         raise InputError("fit_temperature got no samples; pass at least one held-out labeled sample.")
-    y_idx = _as_targets(y, scores.shape[1])
     if prior_sd is not None and (isinstance(prior_sd, bool) or not isinstance(prior_sd, numbers.Real)
                                  or not (math.isfinite(prior_sd) and prior_sd > 0)):
         raise InputError(f"The 'prior_sd' parameter must be a finite float > 0 or None. Got {prior_sd!r} instead.")
@@ -159,10 +169,10 @@ def expected_calibration_error(proba, y, n_bins: int = 15) -> float:
     if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
         raise InputError(f"The 'n_bins' parameter must be an int >= 1. Got {n_bins!r} instead.")
     p = _as_scores(proba, "proba")
-    check_same_length("proba", p, "y", y)
+    y_idx = _as_targets(y, p.shape[1])
+    check_same_length("proba", p, "y", y_idx)
     if len(p) == 0:
         raise InputError("expected_calibration_error got no samples; pass at least one labeled sample.")
-    y_idx = _as_targets(y, p.shape[1])
     conf = p.max(axis=1)
     correct = p.argmax(axis=1) == y_idx
     # Bin i holds (i/n, (i+1)/n]; a confidence of exactly 0 joins the first bin.
@@ -182,8 +192,19 @@ def wilson_lower_bound(n_correct, n, confidence: float = 0.95):
     >>> round(float(wilson_lower_bound(100, 100)), 3)
     0.974
     """
-    n_correct = np.asarray(n_correct, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
+    try:
+        n_correct = np.asarray(n_correct, dtype=np.float64)
+        n = np.asarray(n, dtype=np.float64)
+        bad = bool(np.any(n_correct < 0) | np.any(n_correct > n) | ~np.all(np.isfinite(n)) | ~np.all(np.isfinite(n_correct)))
+        np.broadcast(n_correct, n)
+    except (TypeError, ValueError):
+        raise InputError("n_correct and n of wilson_lower_bound must be numbers or arrays of one shape; pass "
+                         "counts.") from None
+    if bad:
+        raise InputError("wilson_lower_bound needs 0 <= n_correct <= n, finite; pass the count of correct "
+                         "predictions and of all predictions.")
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not (0 < confidence < 1):
+        raise InputError(f"The 'confidence' parameter must be a float in (0, 1). Got {confidence!r} instead.")
     z = norm.ppf(confidence)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = n_correct / n
@@ -237,12 +258,30 @@ def threshold_for_precision(conf, correct, target: float = 0.99, *, min_count: i
         raise InputError(f"The 'min_count' parameter must be an int >= 1. Got {min_count!r} instead.")
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not (0 < confidence < 1):
         raise InputError(f"The 'confidence' parameter must be a float in (0, 1). Got {confidence!r} instead.")
-    c = np.asarray(conf, dtype=np.float64).ravel()
-    ok = np.asarray(correct).ravel()
+    c = _as_conf(conf)
+    try:
+        ok = np.asarray(correct)
+    except (TypeError, ValueError):
+        ok = np.asarray(None)
+    if ok.ndim != 1 or ok.dtype.kind not in "biu" or (ok.dtype.kind in "iu" and not np.isin(ok, (0, 1)).all()):
+        raise InputError(f"correct must be a 1-D array of bool, one per confidence, got dtype {ok.dtype} and shape "
+                         f"{ok.shape}; pass prediction == truth.")
     check_same_length("conf", c, "correct", ok)
+    return _threshold_for_precision(c, ok.astype(bool), float(target), int(min_count), conservative, confidence)
+
+
+def _as_conf(conf) -> np.ndarray:
+    try:
+        c = np.asarray(conf, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"conf must be a 1-D array of confidences, got {type(conf).__name__} that is not numeric; "
+                         "pass e.g. proba.max(axis=1).") from None
+    if c.ndim > 1:
+        raise InputError(f"conf must be a 1-D array of confidences, got shape {c.shape}; pass e.g. proba.max(axis=1).")
+    c = c.ravel()
     if not np.all(np.isfinite(c)):
         raise InputError("conf contains NaN or infinity; pass finite confidences.")
-    return _threshold_for_precision(c, ok.astype(bool), float(target), int(min_count), conservative, confidence)
+    return c
 
 
 def _threshold_for_precision(conf: np.ndarray, correct: np.ndarray, target: float, min_count: int,
@@ -300,9 +339,7 @@ def threshold_for_expected_precision(conf, target: float = 0.99, *, min_count: i
         raise InputError(f"The 'target' parameter must be a float in (0, 1]. Got {target!r} instead.")
     if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
         raise InputError(f"The 'min_count' parameter must be an int >= 1. Got {min_count!r} instead.")
-    c = np.asarray(conf, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(c)):
-        raise InputError("conf contains NaN or infinity; pass finite confidences.")
+    c = _as_conf(conf)
     return _threshold_for_expected_precision(c, float(target), int(min_count))
 
 

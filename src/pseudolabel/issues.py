@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from pseudolabel._validation import check_finite, check_labels, check_same_length, check_threshold
+from pseudolabel._validation import check_finite, check_same_length, check_threshold, encode_labels
 from pseudolabel.exceptions import InputError
 
 __all__ = ["rank_label_issues", "fix_labels"]
@@ -72,7 +72,9 @@ def rank_label_issues(
     Parameters
     ----------
     labels : array-like of shape (n_samples,)
-        Given integer labels: column indices of ``pred_probs``, or values of ``classes``.
+        Given labels, integers or names (strings): column indices of ``pred_probs``, values of
+        ``classes``, or, without ``classes``, any K distinct values for K columns (column k is
+        the k-th smallest, as :func:`pseudolabel.out_of_fold_proba` orders them).
     pred_probs : array-like of shape (n_samples, n_classes)
         Out-of-fold predicted probabilities; each row sums to 1.
     method : {"confident_joint", "disagreement", "self_confidence", "normalized_margin", "posterior"}
@@ -80,7 +82,9 @@ def rank_label_issues(
         Flag at most this many samples (the most suspicious of those the method flags).
         None flags the method's own count.
     classes : sequence or None, default=None
-        The label value of each column of ``pred_probs``. By default labels are column indices.
+        The label value of each column of ``pred_probs`` (integers or names, like ``labels``).
+        By default labels 0..K-1 are column indices, and other labels with K distinct values
+        are matched to the columns in sorted order.
 
     Returns
     -------
@@ -129,7 +133,7 @@ def fix_labels(
     Parameters
     ----------
     labels : array-like of shape (n_samples,)
-        Given integer labels (column indices of ``pred_probs``, or values of ``classes``).
+        Given labels, integers or names, matched to the columns as in :func:`rank_label_issues`.
     pred_probs : array-like of shape (n_samples, n_classes)
         Out-of-fold predicted probabilities.
     threshold : float in [0, 1), default=0.0
@@ -160,8 +164,9 @@ def fix_labels(
 
     Returns
     -------
-    new_labels : ndarray of int64, shape (n_samples,)
-        A new array; -1 where a sample was dropped.
+    new_labels : ndarray of shape (n_samples,)
+        A new array of the labels' own values: int64 for integer labels; for names, an object
+        array of names. -1 (the integer) where a sample was dropped.
     record : pandas.DataFrame, only with ``return_record=True``
         One row per flagged sample, most suspicious first: ``item``, ``given``, ``new``,
         ``p_max``, ``action`` (``relabel`` | ``drop`` | ``review`` | ``keep``), ``reason``.
@@ -180,7 +185,7 @@ def fix_labels(
     if issues is None:
         issues = _rank_label_issues(columns, pred_probs, classes, method=method, top_k=None)
     else:
-        _check_issues_frame(issues, len(columns))
+        _check_issues_frame(issues, len(columns), classes)
     new_labels, record = _fix_labels(classes[columns], issues, threshold=threshold, policy=policy)
     return (new_labels, record) if return_record else new_labels
 
@@ -212,7 +217,10 @@ def _check_labels_and_probs(labels, pred_probs, classes):
             f"pred_probs must be 2-D with one column per class (at least 2), got shape "
             f"{probs.shape}; pass predict_proba's output, shape (n_samples, n_classes)."
         )
-    label_arr = np.asarray(labels)
+    try:
+        label_arr = np.asarray(labels)
+    except (TypeError, ValueError):
+        raise InputError("labels must be one label per sample (integers or names); pass a 1-D array.") from None
     if label_arr.ndim == 1 and label_arr.dtype.kind == "f" and not np.all(np.isfinite(label_arr)):
         raise InputError(
             f"labels contains NaN or infinity in {int(np.sum(~np.isfinite(label_arr)))} row(s), "
@@ -224,8 +232,8 @@ def _check_labels_and_probs(labels, pred_probs, classes):
             f"labels contains -1 (unlabeled) in {n_unlabeled} row(s), but every row needs a given "
             "label to be checked; pass only the labeled rows and their pred_probs rows."
         )
-    label_arr = check_labels(label_arr, "labels", allow_unlabeled=False)
-    check_same_length("labels", label_arr, "pred_probs", probs)
+    codes, names = encode_labels(label_arr, "labels", allow_unlabeled=False)
+    check_same_length("labels", codes, "pred_probs", probs)
     check_finite(probs, "pred_probs")
     if probs.size and (probs.min() < -ROW_SUM_TOLERANCE or probs.max() > 1 + ROW_SUM_TOLERANCE):
         raise InputError(
@@ -245,41 +253,81 @@ def _check_labels_and_probs(labels, pred_probs, classes):
 
     n_classes = probs.shape[1]
     if classes is None:
-        class_values = np.arange(n_classes, dtype=np.int64)
-        outside = label_arr[label_arr >= n_classes]
-        if outside.size:
-            raise InputError(
-                f"labels contains {int(outside.max())}, but pred_probs has {n_classes} columns "
-                f"(labels 0..{n_classes - 1}); pass classes= with the label of each column, or "
-                "pred_probs with one column per class."
-            )
-        return label_arr, probs, class_values
-
-    class_values = np.asarray(classes)
-    if class_values.ndim != 1 or len(class_values) != n_classes:
-        raise InputError(
-            f"classes must name one label per column of pred_probs, got "
-            f"{len(np.atleast_1d(class_values))} classes for {n_classes} columns; pass e.g. "
-            "estimator.classes_ or np.unique(y)."
-        )
-    if len(np.unique(class_values)) != n_classes:
-        raise InputError(
-            f"classes must be distinct, got {class_values.tolist()}; pass each label once."
-        )
+        columns, class_values = _columns_without_classes(codes, names, n_classes)
+        return columns, probs, class_values
+    values = codes if names is None else names[codes]
+    class_values = _as_class_values(classes, n_classes, want_names=names is not None, example=values)
     order = np.argsort(class_values, kind="stable")
-    pos = np.searchsorted(class_values[order], label_arr)
-    pos = np.clip(pos, 0, n_classes - 1)
-    unknown = class_values[order][pos] != label_arr
+    pos = np.clip(np.searchsorted(class_values[order], values), 0, n_classes - 1)
+    unknown = class_values[order][pos] != values
     if unknown.any():
         raise InputError(
-            f"labels contains {int(label_arr[unknown][0])}, which is not in classes "
+            f"labels contains {_shown(values[unknown][0])}, which is not in classes "
             f"{class_values.tolist()}; pass the classes of pred_probs' columns "
             "(estimator.classes_)."
         )
     return order[pos].astype(np.int64), probs, class_values
 
 
-def _check_issues_frame(issues, n_samples: int) -> None:
+def _shown(v) -> str:
+    v = v.item() if isinstance(v, np.generic) else v
+    return str(v) if isinstance(v, numbers.Integral) else repr(v)
+
+
+def _columns_without_classes(codes: np.ndarray, names, n_classes: int):
+    """Columns when no classes= is given: labels 0..K-1 are column indices; otherwise, when labels
+    hold exactly K distinct values (names, or integers such as {3, 7, 100}), column k is the k-th
+    smallest, the order of np.unique and of out_of_fold_proba."""
+    if codes.size == 0 or (names is None and codes.max() < n_classes):
+        return codes, np.arange(n_classes, dtype=np.int64)
+    distinct = names if names is not None else np.unique(codes)
+    if len(distinct) == n_classes:
+        if names is not None:
+            return codes, names
+        return np.searchsorted(distinct, codes).astype(np.int64), distinct
+    if names is not None:
+        raise InputError(
+            f"labels hold {len(names)} distinct names (e.g. {_shown(names[0])}), but pred_probs has {n_classes} "
+            "columns; pass classes= with the label of each column (estimator.classes_)."
+        )
+    raise InputError(
+        f"labels contains {int(codes.max())}, but pred_probs has {n_classes} columns (labels 0..{n_classes - 1}) "
+        f"and labels hold {len(distinct)} distinct values, not {n_classes}; pass classes= with the label of each "
+        "column, or pred_probs with one column per class."
+    )
+
+
+def _as_class_values(classes, n_classes: int, *, want_names: bool, example) -> np.ndarray:
+    try:
+        class_values = np.asarray(classes)
+    except (TypeError, ValueError):
+        class_values = np.asarray([None])
+    if class_values.ndim != 1 or len(class_values) != n_classes:
+        raise InputError(
+            f"classes must name one label per column of pred_probs, got "
+            f"{len(np.atleast_1d(class_values))} classes for {n_classes} columns; pass e.g. "
+            "estimator.classes_ or np.unique(y)."
+        )
+    if class_values.dtype.kind == "O":
+        items = class_values.tolist()
+        if all(isinstance(c, str) for c in items):
+            class_values = class_values.astype(str)
+        elif all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in items):
+            class_values = class_values.astype(np.float64)
+    if class_values.dtype.kind not in ("US" if want_names else "iuf"):
+        raise InputError(
+            f"labels contains {_shown(example[0]) if len(example) else 'no labels'}, which is not in classes "
+            f"{class_values.tolist()[:10]}: labels and classes must both be integers or both be names; pass "
+            "the classes of pred_probs' columns (estimator.classes_)."
+        )
+    if len(np.unique(class_values)) != n_classes:
+        raise InputError(
+            f"classes must be distinct, got {class_values.tolist()}; pass each label once."
+        )
+    return class_values
+
+
+def _check_issues_frame(issues, n_samples: int, classes: np.ndarray) -> None:
     if not isinstance(issues, pd.DataFrame):
         raise InputError(
             f"issues must be a DataFrame from rank_label_issues, got {type(issues).__name__}; "
@@ -292,11 +340,28 @@ def _check_issues_frame(issues, n_samples: int) -> None:
             "rank_label_issues or leave issues=None."
         )
     items = issues["item"].to_numpy()
+    numeric = {c: issues[c].to_numpy() for c in ("p_max", "score")}
+    if items.dtype.kind not in "iu" or any(v.dtype.kind not in "iuf" for v in numeric.values()) \
+            or issues["is_issue"].to_numpy().dtype.kind != "b":
+        raise InputError(
+            "issues must have integer items, numeric p_max and score, and a bool is_issue, as rank_label_issues "
+            "gives them; pass its result (edited by hand if need be) or leave issues=None."
+        )
     if len(items) and (items.min() < 0 or items.max() >= n_samples):
         bad = int(items.max() if items.max() >= n_samples else items.min())
         raise InputError(
             f"issues refers to item {bad}, "
             f"but there are {n_samples} labels; rank the same labels you fix."
+        )
+    if np.isnan(numeric["p_max"].astype(np.float64)).any():
+        raise InputError("issues has NaN in p_max; pass rank_label_issues' result or leave issues=None.")
+    predicted = issues["predicted"].to_numpy()[issues["is_issue"].to_numpy()]
+    known = set(classes.tolist())
+    unknown = [v for v in predicted.tolist() if v not in known]
+    if unknown:
+        raise InputError(
+            f"issues predicts the label {unknown[0]!r}, which is not a class of pred_probs "
+            f"{classes.tolist()[:10]}; rank the same labels you fix."
         )
 
 
@@ -452,7 +517,10 @@ def _flag_top(score: np.ndarray, count: int, eligible: np.ndarray) -> np.ndarray
 
 
 def _fix_labels(given: np.ndarray, issues: pd.DataFrame, *, threshold: float, policy: str):
-    new_labels = np.array(given, dtype=np.int64, copy=True)
+    if given.dtype.kind in "iufb":
+        new_labels = np.array(given, dtype=np.int64, copy=True)
+    else:  # names: an object array, so a dropped sample can be the integer -1
+        new_labels = np.array(given, dtype=object, copy=True)
     flagged = issues["is_issue"].to_numpy(dtype=bool)
     if policy == "prune":
         # Every sample whose best label is unsure, flagged or not, is acted on (dropped).

@@ -26,6 +26,8 @@ def threshold_for_round(schedule: ThresholdSchedule, round_: int) -> float:
     >>> threshold_for_round([0.99, 0.95], 1), threshold_for_round([0.99, 0.95], 5)
     (0.99, 0.95)
     """
+    if isinstance(round_, bool) or not isinstance(round_, numbers.Integral) or round_ < 1:
+        raise InputError(f"The round of threshold_for_round must be an int >= 1. Got {round_!r} instead.")
     if callable(schedule):
         value = schedule(round_)
         name = f"threshold returned by the schedule for round {round_}"
@@ -51,8 +53,34 @@ def check_schedule(schedule: ThresholdSchedule) -> None:
         check_threshold(schedule)
 
 
+def _check_proba(proba, owner: str) -> np.ndarray:
+    """proba as a float array of shape (n_samples, n_classes >= 1) without NaN, or one InputError line."""
+    try:
+        arr = np.asarray(proba, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"proba of {owner} must be a numeric array of shape (n_samples, n_classes), got "
+                         f"{type(proba).__name__}; pass predict_proba's output.") from None
+    if arr.ndim != 2 or arr.shape[1] < 1:
+        raise InputError(f"proba of {owner} must be 2-D with one column per class, got shape {arr.shape}; "
+                         "pass predict_proba's output.")
+    if np.isnan(arr).any():
+        raise InputError(f"proba of {owner} contains NaN in {int(np.isnan(arr).any(axis=1).sum())} row(s); "
+                         "pass finite probabilities.")
+    return arr
+
+
 def select_by_threshold(proba: np.ndarray, threshold: float) -> np.ndarray:
-    """Mask of rows whose highest probability is strictly greater than ``threshold`` (as the seed)."""
+    """Mask of rows whose highest probability is strictly greater than ``threshold`` (as the seed).
+
+    Examples
+    --------
+    >>> select_by_threshold(np.array([[0.9, 0.1], [0.6, 0.4]]), 0.8).tolist()
+    [True, False]
+    """
+    proba = _check_proba(proba, "select_by_threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or np.isnan(threshold):
+        raise InputError(f"The 'threshold' parameter of select_by_threshold must be a float. "
+                         f"Got {threshold!r} instead.")
     return proba.max(axis=1) > threshold
 
 
@@ -60,6 +88,7 @@ def select_k_best(proba: np.ndarray, k: int) -> np.ndarray:
     """Mask of the ``k`` most confident rows (all rows when there are fewer)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise InputError(f"The 'k_best' parameter of SelfTraining must be an int >= 1. Got {k!r} instead.")
+    proba = _check_proba(proba, "select_k_best")
     mask = np.zeros(len(proba), dtype=bool)
     if len(proba) <= k:
         mask[:] = True
@@ -81,9 +110,21 @@ def class_balanced(proba: np.ndarray, mask: np.ndarray, quota: int | np.ndarray)
     >>> class_balanced(p, np.ones(3, bool), 1).tolist()
     [False, True, True]
     """
+    proba = _check_proba(proba, "class_balanced")
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != (len(proba),):
+        raise InputError(f"mask of class_balanced must be one bool per row of proba, got dtype {mask.dtype} and "
+                         f"shape {mask.shape} for {len(proba)} rows; pass e.g. select_by_threshold's result.")
+    try:
+        quotas = np.broadcast_to(np.asarray(quota), (proba.shape[1],))
+        ok = quotas.dtype.kind in "iu" and bool(np.all(quotas >= 0))
+    except ValueError:
+        ok = False
+    if not ok or isinstance(quota, bool):
+        raise InputError(f"The 'quota' of class_balanced must be an int >= 0, or one per column of proba. "
+                         f"Got {quota!r} instead.")
     pred = proba.argmax(axis=1)
     conf = proba.max(axis=1)
-    quotas = np.broadcast_to(np.asarray(quota), (proba.shape[1],))
     keep = np.zeros_like(mask)
     for c in range(proba.shape[1]):
         rows = np.flatnonzero(mask & (pred == c))

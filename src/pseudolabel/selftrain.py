@@ -14,10 +14,11 @@ from typing import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.metrics import accuracy_score
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 
-from pseudolabel._validation import check_finite, check_labels, check_same_length
+from pseudolabel._validation import UNLABELED, check_finite_any, encode_labels, indexable_rows, num_samples
 from pseudolabel.callbacks import notify
 from pseudolabel.calibration import (
     apply_temperature, expected_calibration_error, fit_temperature, threshold_for_expected_precision,
@@ -41,6 +42,30 @@ def _is_real(value) -> bool:
 
 def _accuracy(pred: np.ndarray, truth: np.ndarray) -> float | None:
     return float(np.mean(pred == truth)) if len(truth) else None
+
+
+def _check_n_features(est, X, reset: bool) -> None:
+    """scikit-learn's n_features_in_ / feature_names_in_ bookkeeping (silent for X without columns,
+    e.g. a list of texts); a wrong feature count at predict is one InputError line."""
+    try:
+        from sklearn.utils.validation import _check_feature_names, _check_n_features as check_n
+    except ImportError:  # scikit-learn < 1.6: methods of BaseEstimator
+        def check_n(e, X, reset):
+            return BaseEstimator._check_n_features(e, X, reset=reset)
+
+        def _check_feature_names(e, X, *, reset):
+            return BaseEstimator._check_feature_names(e, X, reset=reset)
+    if reset:
+        _check_feature_names(est, X, reset=True)
+    try:
+        check_n(est, X, reset=reset)
+    except ValueError as exc:
+        if "does not contain any features" in str(exc):  # 1-D X where a 2-D one was fitted
+            raise InputError(
+                f"X has shape {getattr(X, 'shape', (len(X),))}, but SelfTraining was fitted on rows of "
+                f"{est.n_features_in_} features; Reshape your data: X.reshape(1, -1) for one sample."
+            ) from None
+        raise InputError(f"{' '.join(str(exc).split())} Pass X with the columns SelfTraining was fitted on.") from None
 
 
 class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
@@ -269,7 +294,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         rows = self.held_out_
         proba = self.estimator_.predict_proba(_safe_indexing(X, rows))
         est_classes = self.estimator_.classes_
-        truth = self.transduction_[rows]  # given labels: held-out rows never leave round 0
+        truth = self._transduction[rows]  # given labels: held-out rows never leave round 0
         y_idx = np.searchsorted(est_classes, truth)
         rec = dict.fromkeys(_CALIBRATION_KEYS)
         rec["ece_before"] = expected_calibration_error(proba, y_idx)
@@ -300,6 +325,13 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def fit(self, X, y, *, eval_set=None, y_true=None, resume=None):
         """Fit on X with partial labels y (-1 = unlabeled). Returns self.
 
+        Labels may be integers or names (strings). As in scikit-learn's SelfTrainingClassifier, -1
+        marks an unlabeled sample: the integer -1 in an object array of names
+        (``np.array(["cat", "dog", -1], dtype=object)``), or the string "-1" that numpy makes of it
+        in an array of strings. Names are encoded once: the wrapped estimator is fit on their
+        positions in ``classes_`` (the sorted names); ``classes_``, ``predict`` and
+        ``transduction_`` give the names (``transduction_``: an object array, -1 where unlabeled).
+
         Parameters
         ----------
         eval_set : (X_eval, y_eval), optional
@@ -316,29 +348,38 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if y is None:
             raise InputError("SelfTraining requires y to be passed, but the target y is None; "
                              "pass one label per sample with -1 for unlabeled samples.")
-        check_same_length("X", X, "y", y)
-        check_finite(X, "X")
-        y = check_labels(y, "y")
-        labeled = y != -1
+        X = indexable_rows(X)
+        n_x, n_y = num_samples(X, "X"), num_samples(y, "y") if not hasattr(y, "__len__") else len(y)
+        if n_x != n_y:
+            raise InputError(f"X and y must be the same length, but X is length {n_x} and y is length {n_y}; "
+                             "pass one label per sample.")
+        check_finite_any(X, "X")
+        # Names are encoded once here: the estimator is fit on their positions in classes_.
+        y, names = encode_labels(y, "y")
+        labeled = y != UNLABELED
         if not labeled.any():
-            raise InputError("y has no labeled samples (all are -1); label at least one sample per class.")
+            raise InputError(f"y has no labeled samples ({'none given' if len(y) == 0 else 'all are -1'}); "
+                             "label at least one sample per class.")
         classes = np.unique(y[labeled])
         if len(classes) < 2:
+            shown = names[0] if names is not None else classes[0]
             raise InputError(
-                f"y holds a single class ({classes[0]}) among its labeled samples; "
-                "label samples of at least two classes."
+                f"y holds only one class ({shown}) among its labeled samples; label samples of at least two classes."
             )
         if labeled.all():
             warnings.warn("y contains no unlabeled samples; SelfTraining is a plain supervised fit.", UserWarning)
         if y_true is not None:
-            y_true = check_labels(y_true, "y_true", allow_unlabeled=False)
-            check_same_length("y", y, "y_true", y_true)
+            y_true = self._encode_like(y_true, names, n_y)
         if eval_set is not None:
             if not (isinstance(eval_set, (tuple, list)) and len(eval_set) == 2):
                 raise InputError("eval_set must be a pair (X_eval, y_eval); got a " + type(eval_set).__name__ + ".")
-            check_same_length("eval_set X", eval_set[0], "eval_set y", eval_set[1])
-
-        self.classes_ = classes
+            n_xe, n_ye = num_samples(eval_set[0], "eval_set X"), num_samples(eval_set[1], "eval_set y")
+            if n_xe != n_ye:
+                raise InputError(f"eval_set X and eval_set y must be the same length, but eval_set X is length "
+                                 f"{n_xe} and eval_set y is length {n_ye}; pass one label per sample.")
+        _check_n_features(self, X, reset=True)
+        self._label_names = names
+        self.classes_ = classes if names is None else names
         self.held_out_ = self._validation_rows(y)
         self._y_true = y_true
         self._eval_set = eval_set
@@ -346,7 +387,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self._set_state(resume)
         else:
             self.estimator_ = self._make_estimator()
-            self.transduction_ = y.copy()
+            self._transduction = y.copy()
             self.labeled_iter_ = np.where(labeled, 0, -1)
             self.label_confidence_ = np.full(len(y), np.nan)
             self.history_ = []
@@ -365,7 +406,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 break
             t0 = time.perf_counter()
             round_ = self.n_iter_ + 1
-            pool = np.flatnonzero(~given if self.relabel else self.transduction_ == -1)
+            pool = np.flatnonzero(~given if self.relabel else self._transduction == -1)
             if len(pool) == 0:
                 self.termination_condition_ = "all_labeled"
                 break
@@ -401,24 +442,24 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 take = class_balanced(proba, take, self.class_quota)
             if cal_rec is not None:
                 cal_rec["expected_precision"] = float(conf[take].mean()) if take.any() else None
-            before = self.transduction_.copy()
+            before = self._transduction.copy()
             before_iter = self.labeled_iter_.copy()
             if self.relabel:
-                self.transduction_[pool] = -1
+                self._transduction[pool] = -1
                 self.labeled_iter_[pool] = -1
                 self.label_confidence_[pool] = np.nan
             chosen = pool[take]
             # A relabeled row whose label did not change keeps the round it was first taken in.
             unchanged = before[chosen] == pred[take]
-            self.transduction_[chosen] = pred[take]
+            self._transduction[chosen] = pred[take]
             self.labeled_iter_[chosen] = np.where(unchanged, before_iter[chosen], round_)
             self.label_confidence_[chosen] = conf[take]
-            if np.array_equal(before, self.transduction_):
+            if np.array_equal(before, self._transduction):
                 self.termination_condition_ = "no_change"
                 break
             self.n_iter_ = round_
             self._fit_estimator(X)
-            n_added = int(np.sum(self.transduction_[pool] != -1) - np.sum(before[pool] != -1))
+            n_added = int(np.sum(self._transduction[pool] != -1) - np.sum(before[pool] != -1))
             self._record(round_, threshold, n_added, t0, pool_pred=(pool, pred, take), calibration=cal_rec)
         if self.verbose:
             print(f"stopped after round {self.n_iter_}: {self.termination_condition_}", flush=True)
@@ -432,7 +473,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self
 
     def _fit_estimator(self, X) -> None:
-        rows = np.flatnonzero(self.transduction_ != -1)
+        rows = np.flatnonzero(self._transduction != -1)
         held_out = getattr(self, "held_out_", ())
         if len(held_out):
             rows = np.setdiff1d(rows, held_out)
@@ -448,19 +489,19 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if getattr(self.estimator_, "semi", None):
             # An estimator that learns from unlabeled rows online (ConvNetClassifier(semi=...))
             # also gets the rows still unlabeled, marked -1; never the held-out ones.
-            rows = np.concatenate([rows, np.setdiff1d(np.flatnonzero(self.transduction_ == -1), held_out)])
+            rows = np.concatenate([rows, np.setdiff1d(np.flatnonzero(self._transduction == -1), held_out)])
         kwargs = {}
         if self.sample_weight == "confidence":
             w = np.where(np.isnan(self.label_confidence_[rows]), 1.0, self.label_confidence_[rows])
             kwargs["sample_weight"] = w
-        self.estimator_.fit(_safe_indexing(X, rows), self.transduction_[rows], **kwargs)
+        self.estimator_.fit(_safe_indexing(X, rows), self._transduction[rows], **kwargs)
 
     def _record(self, round_: int, threshold, n_added: int, t0: float, pool_pred, calibration=None,
                 final: bool = False) -> None:
         rec = {
             "round": round_,
             "threshold": threshold,
-            "n_labeled": int(np.sum(self.transduction_ != -1)),
+            "n_labeled": int(np.sum(self._transduction != -1)),
             "n_pseudo": int(np.sum(self.labeled_iter_ > 0)),
             "n_added": n_added,
         }
@@ -470,8 +511,8 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             rec.update(calibration)
         yt = self._y_true
         if yt is not None:
-            has = self.transduction_ != -1
-            rec["train_label_accuracy"] = _accuracy(self.transduction_[has], yt[has])
+            has = self._transduction != -1
+            rec["train_label_accuracy"] = _accuracy(self._transduction[has], yt[has])
             if pool_pred is not None:
                 pool, pred, take = pool_pred
                 truth = yt[pool]
@@ -482,7 +523,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 rec["added_accuracy"] = rec["high_conf_accuracy"]
         if self._eval_set is not None:
             Xe, ye = self._eval_set
-            rec["test_accuracy"] = float(np.mean(self.estimator_.predict(Xe) == np.asarray(ye)))
+            rec["test_accuracy"] = float(np.mean(self._to_names(self.estimator_.predict(Xe)) == np.asarray(ye)))
         rec["seconds"] = time.perf_counter() - t0
         self.history_.append(rec)
         if self.verbose:
@@ -500,8 +541,9 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def get_state(self) -> dict:
         """Everything needed to continue after the last finished round (pickle it with joblib)."""
         check_is_fitted(self, "estimator_")
-        state = {k: getattr(self, k) for k in (
-            "estimator_", "transduction_", "labeled_iter_", "label_confidence_", "history_", "n_iter_",
+        # transduction_ is saved as codes (-1 unlabeled), the same for names and integer labels.
+        state = {k.lstrip("_") + ("_" if k == "_transduction" else ""): getattr(self, k) for k in (
+            "estimator_", "_transduction", "labeled_iter_", "label_confidence_", "history_", "n_iter_",
             "termination_condition_", "final_fitted_") if hasattr(self, k)}
         state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
         state["history_"] = [dict(r) for r in self.history_]
@@ -509,17 +551,71 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _set_state(self, state: dict) -> None:
         for k, v in state.items():
-            setattr(self, k, v)
+            setattr(self, "_transduction" if k == "transduction_" else k, v)
+
+    # -- labels as the user gave them ----------------------------------------------------------
+    @property
+    def transduction_(self) -> np.ndarray:
+        """Label of every row after training, -1 where none was taken (for names: an object array
+        of names with the integer -1 there)."""
+        if "_transduction" not in self.__dict__:
+            raise AttributeError("'SelfTraining' object has no attribute 'transduction_'")
+        codes = self._transduction
+        if getattr(self, "_label_names", None) is None:
+            return codes
+        out = np.empty(len(codes), dtype=object)
+        out[:] = UNLABELED
+        has = codes != UNLABELED
+        out[has] = self._label_names[codes[has]]
+        return out
+
+    def _to_names(self, codes: np.ndarray) -> np.ndarray:
+        names = getattr(self, "_label_names", None)
+        return codes if names is None else names[np.asarray(codes, dtype=np.int64)]
+
+    @staticmethod
+    def _encode_like(y_true, names, n: int) -> np.ndarray:
+        """y_true as codes of ``names`` (a class never given gets -2: it matches no prediction)."""
+        codes, true_names = encode_labels(y_true, "y_true", allow_unlabeled=False)
+        if len(codes) != n:
+            raise InputError(f"y and y_true must be the same length, but y is length {n} and y_true is length "
+                             f"{len(codes)}; pass one true label per sample.")
+        if (names is None) != (true_names is None):
+            raise InputError("y and y_true must both hold integer labels or both hold names; "
+                             "pass y_true in the same kind as y.")
+        if names is None:
+            return codes
+        pos = np.clip(np.searchsorted(names, true_names), 0, len(names) - 1)
+        known = names[pos] == true_names
+        return np.where(known, pos, -2)[codes]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        if self.estimator is not None:
+            from sklearn.utils import get_tags
+
+            tags.input_tags.sparse = get_tags(self.estimator).input_tags.sparse
+        return tags
 
     # -- predict ------------------------------------------------------------------------------
     def predict(self, X) -> np.ndarray:
+        """Predicted class of each row: values of ``classes_`` (names when y held names)."""
         check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(X)
+        X = indexable_rows(X)
+        _check_n_features(self, X, reset=False)
+        return self._to_names(self.estimator_.predict(X))
 
     def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, one column per value of ``classes_``, in that order."""
         check_is_fitted(self, "estimator_")
+        X = indexable_rows(X)
+        _check_n_features(self, X, reset=False)
         return self.estimator_.predict_proba(X)
 
     def score(self, X, y, sample_weight=None) -> float:
         check_is_fitted(self, "estimator_")
+        if getattr(self, "_label_names", None) is not None:
+            return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+        X = indexable_rows(X)
+        _check_n_features(self, X, reset=False)
         return self.estimator_.score(X, y, sample_weight=sample_weight)
