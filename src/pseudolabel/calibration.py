@@ -195,13 +195,16 @@ def wilson_lower_bound(n_correct, n, confidence: float = 0.95):
     try:
         n_correct = np.asarray(n_correct, dtype=np.float64)
         n = np.asarray(n, dtype=np.float64)
-        bad = bool(np.any(n_correct < 0) | np.any(n_correct > n) | ~np.all(np.isfinite(n)) | ~np.all(np.isfinite(n_correct)))
+        finite = bool(np.all(np.isfinite(n)) & np.all(np.isfinite(n_correct)))
+        # Counts: whole numbers (a fraction of a sample, e.g. 5e-324, makes the bound inf - inf).
+        bad = (not finite or bool(np.any(n_correct < 0) | np.any(n_correct > n))
+               or bool(np.any(np.mod(n, 1) != 0) | np.any(np.mod(n_correct, 1) != 0)))
         np.broadcast(n_correct, n)
     except (TypeError, ValueError):
         raise InputError("n_correct and n of wilson_lower_bound must be numbers or arrays of one shape; pass "
                          "counts.") from None
     if bad:
-        raise InputError("wilson_lower_bound needs 0 <= n_correct <= n, finite; pass the count of correct "
+        raise InputError("wilson_lower_bound needs whole counts 0 <= n_correct <= n; pass the count of correct "
                          "predictions and of all predictions.")
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not (0 < confidence < 1):
         raise InputError(f"The 'confidence' parameter must be a float in (0, 1). Got {confidence!r} instead.")
