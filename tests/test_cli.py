@@ -135,7 +135,8 @@ def test_progress_names_round_and_epoch(reference):
 
 
 @pytest.mark.reliability
-def test_resume_after_a_kill_gives_the_same_history(reference, tmp_path):
+@pytest.mark.parametrize("kill_after", [1, 2], ids=["round-0", "round-1"])
+def test_resume_after_a_kill_gives_the_same_history(reference, tmp_path, kill_after):
     ref_out, ref_result = reference
     assert ref_result.exit_code == 0
     out = tmp_path / "run"
@@ -147,7 +148,7 @@ def test_resume_after_a_kill_gives_the_same_history(reference, tmp_path):
         try:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and proc.poll() is None:
-                if history.exists() and len(history.read_text().splitlines()) >= 2:  # round 1 finished
+                if history.exists() and len(history.read_text().splitlines()) >= kill_after:
                     break
                 time.sleep(0.05)
             assert proc.poll() is None, "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()
@@ -158,7 +159,7 @@ def test_resume_after_a_kill_gives_the_same_history(reference, tmp_path):
             proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
     rounds = len(history.read_text().splitlines())
-    assert rounds == 2, "the kill came after the run had finished"
+    assert rounds == kill_after, "the kill came after the run had finished"
 
     # The kill is a real process's; the resume only reads what it left, so it runs in-process.
     done = CliRunner().invoke(main, ["selftrain", *FAST, "--out", str(out), "--resume"])

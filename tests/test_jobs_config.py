@@ -147,6 +147,17 @@ def test_resume_refuses_options_that_change_results_and_applies_where_it_runs(di
     # Refused before the run was touched: every file as it was, the status still finished.
     assert {p.name: p.read_bytes() for p in first.run.path.iterdir() if p.is_file()} == before
     lines.clear()
+
+    def recorded():
+        from pseudolabel.store import LabelStore
+
+        with LabelStore(first.store, create=False) as store:
+            return store.rows("SELECT COUNT(*) FROM predictions")[0][0], store.rows("SELECT COUNT(*) FROM events")[0][0]
+
+    before_counts = recorded()
+    assert before_counts[0] > 0
     again = run_selftrain({**options, "device": "cpu"}, tmp_path / "run", resume=True, say=lines.append)
     assert "note: --resume applies device='cpu' (saved 'auto')" in lines
     assert again.run.config["seed"] == 0 and again.test_accuracy == first.test_accuracy
+    # Resuming a finished run records no prediction or label event twice.
+    assert recorded() == before_counts
