@@ -9,7 +9,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -611,3 +611,32 @@ def test_scikit_learn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check(estimator)
+
+
+class _Alternating(ClassifierMixin, BaseEstimator):
+    """A user's classifier whose confident answer alternates between two classes from fit to fit
+    (as an unstable model's can): with relabel, the pool's labels go A, B, A, ..."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.flip_ = (getattr(self, "flip_", 1) + 1) % 2
+        return self
+
+    def predict_proba(self, X):
+        proba = np.full((len(X), len(self.classes_)), 0.02)
+        proba[:, self.flip_] = 1 - 0.02 * (len(self.classes_) - 1)
+        return proba
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+def test_relabeling_that_returns_to_earlier_labels_stops_instead_of_looping():
+    X = np.arange(20, dtype=float).reshape(-1, 1)
+    y = np.full(20, -1)
+    y[:2], y[2:4] = 0, 1
+    st = SelfTraining(_Alternating(), threshold=0.5, relabel=True, max_iter=None).fit(X, y)
+    assert st.termination_condition_ == "cycle"
+    assert st.n_iter_ == 2  # rounds 1 and 2 took A then B; round 3 would have been A again
+    pool = st.transduction_[4:]
+    assert len(set(pool.tolist())) == 1  # the labels the last model was fit on, all of one class

@@ -152,7 +152,8 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         expected_precision (the mean calibrated confidence of the labels taken).
     held_out_ : ndarray of int, the given rows held out for calibration (empty without it).
     n_iter_ : rounds of pseudo-labeling run.
-    termination_condition_ : 'max_iter' | 'no_change' | 'all_labeled' | 'precision_unreachable'.
+    termination_condition_ : 'max_iter' | 'no_change' | 'all_labeled' | 'precision_unreachable' | 'cycle'
+        ('cycle': with ``relabel`` the labels returned to those of an earlier round).
 
     Examples
     --------
@@ -399,6 +400,9 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self._record(0, None, 0, t0, pool_pred=None,
                          calibration=dict.fromkeys(_CALIBRATION_KEYS) if self._calibrating() else None)
         given = labeled
+        # With relabel the labels of a round can return to those of an earlier one and then repeat
+        # forever (max_iter=None): a state seen before ends the loop ('cycle').
+        seen = {self._transduction.tobytes()}
 
         while self.termination_condition_ is None:
             if self.max_iter is not None and self.n_iter_ >= self.max_iter:
@@ -444,6 +448,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 cal_rec["expected_precision"] = float(conf[take].mean()) if take.any() else None
             before = self._transduction.copy()
             before_iter = self.labeled_iter_.copy()
+            before_conf = self.label_confidence_.copy()
             if self.relabel:
                 self._transduction[pool] = -1
                 self.labeled_iter_[pool] = -1
@@ -457,6 +462,13 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             if np.array_equal(before, self._transduction):
                 self.termination_condition_ = "no_change"
                 break
+            state = self._transduction.tobytes()
+            if state in seen:  # the model was fit on `before`: keep the labels it was fit on
+                self._transduction[:], self.labeled_iter_[:] = before, before_iter
+                self.label_confidence_[:] = before_conf
+                self.termination_condition_ = "cycle"
+                break
+            seen.add(state)
             self.n_iter_ = round_
             self._fit_estimator(X)
             n_added = int(np.sum(self._transduction[pool] != -1) - np.sum(before[pool] != -1))
