@@ -7,6 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
+from pseudolabel import inject_noise, out_of_fold_proba, rank_label_issues
 from pseudolabel.exceptions import InputError
 from pseudolabel.store import (
     QUEUE_COLUMNS, LabelStore, active_queue, audit_queue, predictions, queue, suspect_queue,
@@ -59,6 +60,40 @@ def test_suspects_from_out_of_fold_predictions_find_the_flipped_labels(store, da
     q2 = suspect_queue(store)
     assert len(q2) == len(q) and q2.set_index("key").loc[first, "reviewed"]
     assert q2["reviewed"].sum() == 1
+
+
+def test_suspects_put_disagreements_first_most_likely_wrong_first(store, data, seed):
+    X, y = data
+    noisy, flipped = inject_noise(y, 0.02, random_state=seed)
+    store.add_labels(KEYS, noisy, "given")
+    proba = out_of_fold_proba(LogisticRegression(max_iter=500), X, noisy, cv=3, random_state=seed, n_jobs=1)
+    # Every sample ranked by 1 - p_given; record the 80 most suspicious, agreements among them.
+    issues = rank_label_issues(noisy, proba, method="self_confidence").sort_values(
+        "score", ascending=False, kind="stable").head(80)
+    rows = issues["item"].to_numpy()
+    store.record_suggestions(KEYS[rows], issues["given"], issues["predicted"], issues["score"], "clean-1",
+                             confidence=issues["p_max"])
+    q = suspect_queue(store)
+    assert len(q) == 80
+    disagree = (q["suggestion"] != q["given"]).to_numpy()
+    n = int(disagree.sum())
+    assert 5 <= n < 80  # both kinds are there
+    assert disagree[:n].all() and not disagree[n:].any()  # disagreements first
+    for part in (q.iloc[:n], q.iloc[n:]):
+        assert np.all(np.diff(part["score"].to_numpy()) <= 0)  # then most suspicious first
+    # The top of the queue is the flipped labels (the rest of the disagreements are model errors).
+    top = q["item_id"].to_numpy()[:flipped.sum()] - 1
+    assert flipped[top].mean() > 0.6, flipped[top].mean()
+    np.testing.assert_array_equal(q["suggestion"].to_numpy(), proba.argmax(1)[q["item_id"].to_numpy() - 1])
+
+
+def test_an_agreement_never_outranks_a_disagreement(store):
+    store.add_labels(["train/0", "train/1", "train/2", "train/3"], [1, 2, 3, 4], "given")
+    # train/0: the model agrees, with the highest score; ties in score go to the more confident.
+    store.record_suggestions(["train/0", "train/1", "train/2", "train/3"], [1, 2, 3, 4], [1, 5, 6, 7],
+                             [0.9, 0.4, 0.6, 0.6], "clean-1", confidence=[0.5, 0.6, 0.7, 0.8])
+    q = suspect_queue(store)
+    assert q["key"].tolist() == ["train/3", "train/2", "train/1", "train/0"]
 
 
 def test_human_label_before_the_suggestion_is_not_counted_as_reviewed(store):

@@ -454,7 +454,10 @@ def export(db, fmt, out, split, include_unlabeled, force):
                    "'0.9,0.99>0.95'.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Seeds 0..N-1 for every cell.")
 @click.option("--max-iter", type=int, default=None, help="Rounds per run (default: the recipe's).")
-@click.option("--epochs", type=int, default=None, help="Epochs per round (default: the recipe's).")
+@click.option("--epochs", type=int, default=None,
+              help="Epochs per round (default: the recipe's; given alone, exactly this many).")
+@click.option("--min-steps", type=int, default=None,
+              help="Optimizer steps per round at least (default: the recipe's; 0 when --epochs is given).")
 @click.option("--arch", type=click.Choice(["auto", "strided", "fast", "wide", "seed"]), default=None,
               help="Built-in network.")
 @click.option("--recipe", type=click.Choice(["default", "frontier", "seed"]), default="default", show_default=True,
@@ -470,8 +473,8 @@ def export(db, fmt, out, split, include_unlabeled, force):
                    "the same flag's old name).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory.")
 @friendly_errors
-def sweep(data, image_size, skip_bad_images, labeled, threshold, seeds, max_iter, epochs, arch, recipe, modes,
-          reference, device, n_jobs, out):
+def sweep(data, image_size, skip_bad_images, labeled, threshold, seeds, max_iter, epochs, min_steps, arch, recipe,
+          modes, reference, device, n_jobs, out):
     """Self-training over a grid: labeled sizes x thresholds x modes x seeds, then the report.
 
     Every cell is an ordinary run directory in OUT/cells/. Run the same command again to continue
@@ -486,7 +489,8 @@ def sweep(data, image_size, skip_bad_images, labeled, threshold, seeds, max_iter
     """
     if seeds < 1:
         raise InputError(f"--seeds {seeds} leaves the grid empty; give 1 or more.")
-    config = {k: v for k, v in dict(data=data, max_iter=max_iter, epochs=epochs, arch=arch, device=device,
+    config = {k: v for k, v in dict(data=data, max_iter=max_iter, epochs=epochs, min_steps=min_steps, arch=arch,
+                                    device=device,
                                     image_size=image_size, skip_bad_images=skip_bad_images).items()
               if v is not None}
     config.update(recipe=recipe, labeled=parse_int_axis(labeled, "labeled"), threshold=parse_threshold_axis(threshold),

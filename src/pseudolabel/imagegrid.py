@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from pseudolabel._validation import check_same_length
 from pseudolabel.exceptions import DataError, InputError
 
-__all__ = ["save_image_grid", "suspect_grid"]
+__all__ = ["grid_rows", "save_image_grid", "suspect_grid"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -99,6 +99,49 @@ def save_image_grid(
     return out
 
 
+def grid_rows(
+    issues: pd.DataFrame,
+    n: int = 25,
+    class_names: Optional[Union[Sequence[str], Mapping]] = None,
+) -> pd.DataFrame:
+    """The rows of a :func:`pseudolabel.rank_label_issues` table that :func:`suspect_grid` draws.
+
+    Only disagreements (``predicted != given``): an image whose label the model agrees with is
+    not worth a person's look, so agreements never fill the grid. Most likely wrong first:
+    flagged rows (``is_issue``) first, then by ``score`` descending (higher is more suspicious),
+    then ``p_given`` ascending, then the table's own order (a stable sort, so a table straight
+    from ``rank_label_issues`` keeps its order). At most ``n`` rows; fewer, or none, when there
+    are fewer disagreements.
+
+    Returns
+    -------
+    rows : pandas.DataFrame
+        The chosen rows with their columns, a fresh index 0..len-1, and a ``title`` column
+        ``"Label x | Pred y (p)"``: the given label, the prediction (``class_names[label]`` when
+        names are given) and the prediction's probability ``p_max``, two decimals.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pseudolabel.issues import rank_label_issues
+    >>> proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.97, 0.03]])
+    >>> issues = rank_label_issues([0, 1, 1], proba, method="disagreement")
+    >>> grid_rows(issues, n=25, class_names=["cat", "dog"])["title"].tolist()
+    ['Label dog | Pred cat (0.97)']
+    """
+    _check_issues(issues, n, "grid_rows")
+    disagrees = issues["predicted"].to_numpy() != issues["given"].to_numpy()
+    rows = issues[disagrees].assign(_pos=np.arange(int(disagrees.sum())))
+    # (column, descending?) in order of precedence; columns a hand-made table lacks are skipped.
+    order = [(c, desc) for c, desc in (("is_issue", True), ("score", True), ("p_given", False))
+             if c in rows] + [("_pos", False)]
+    rows = rows.sort_values([c for c, _ in order], ascending=[not d for _, d in order],
+                            kind="stable")
+    rows = rows.drop(columns="_pos").head(n).reset_index(drop=True)
+    rows["title"] = _suspect_titles(rows, class_names)
+    return rows
+
+
 def suspect_grid(
     images,
     issues: pd.DataFrame,
@@ -109,10 +152,13 @@ def suspect_grid(
     ncols: int = 5,
     cmap: str = "Greys",
 ) -> Path:
-    """Draw the top ``n`` rows of :func:`pseudolabel.rank_label_issues` as a titled image grid.
+    """Draw the ``n`` most likely wrong labels of :func:`pseudolabel.rank_label_issues` as a grid.
 
-    Each image is titled ``"Label x | Pred y (p)"``: its given label, the predicted one and the
-    prediction's confidence.
+    Only samples the model disagrees with (``predicted != given``) are drawn, chosen and ordered
+    by :func:`grid_rows`: flagged first, then the most suspicious. Each image is titled
+    ``"Label x | Pred y (p)"``: its given label, the predicted one and the prediction's
+    probability. With fewer than ``n`` disagreements the grid is smaller; with none, the PNG is a
+    small image that says so (the file is always written, so a report can link it).
 
     Parameters
     ----------
@@ -120,17 +166,19 @@ def suspect_grid(
         All samples' images, indexed by the ``item`` column of ``issues``: an array (n, H, W),
         a list of arrays, or a list of image file paths.
     issues : pandas.DataFrame
-        The result of ``rank_label_issues``, most suspicious first.
+        The result of ``rank_label_issues``.
     path : str or path-like
         The PNG to write.
     n : int, default=25
-        How many of the top rows to draw.
+        The most disagreements to draw.
     class_names : sequence or mapping or None, default=None
         Names for label values in titles (``class_names[label]``); None prints the labels.
 
     Returns
     -------
     path : pathlib.Path
+        The PNG written. ``grid_rows(issues, n, class_names)`` gives the rows it shows, in order,
+        with their titles.
 
     Examples
     --------
@@ -142,6 +190,23 @@ def suspect_grid(
     >>> suspect_grid(np.zeros((3, 8, 8)), issues, out, n=1).name
     'suspects.png'
     """
+    _check_issues(issues, n, "suspect_grid")
+    items = issues["item"].to_numpy(dtype=np.int64)
+    if len(items) and (items.max() >= len(images) or items.min() < 0):
+        raise InputError(
+            f"issues refers to item {int(items.max())}, but images holds {len(images)}; "
+            "pass the images the labels were ranked for."
+        )
+    top = grid_rows(issues, n, class_names)
+    if len(top) == 0:
+        return _message_png(
+            f"No disagreements: the model agrees with all {len(issues)} given labels.", path)
+    items = top["item"].to_numpy(dtype=np.int64)
+    return save_image_grid([images[i] for i in items], top["title"].tolist(), path,
+                           ncols=ncols, cmap=cmap)
+
+
+def _check_issues(issues, n, where: str) -> None:
     if not isinstance(issues, pd.DataFrame):
         raise InputError(
             f"issues must be a DataFrame from rank_label_issues, got {type(issues).__name__}; "
@@ -155,20 +220,24 @@ def suspect_grid(
         )
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(
-            f"The 'n' parameter of suspect_grid must be an int >= 1. Got {n!r} instead."
+            f"The 'n' parameter of {where} must be an int >= 1. Got {n!r} instead."
         )
     if len(issues) == 0:
         raise InputError("issues is empty, so there is nothing to draw; rank some labels first.")
-    top = issues.head(n)
-    items = top["item"].to_numpy(dtype=np.int64)
-    if items.max() >= len(images) or items.min() < 0:
-        raise InputError(
-            f"issues refers to item {int(items.max())}, but images holds {len(images)}; "
-            "pass the images the labels were ranked for."
-        )
 
-    titles = _suspect_titles(top, class_names)
-    return save_image_grid([images[i] for i in items], titles, path, ncols=ncols, cmap=cmap)
+
+def _message_png(text: str, path: PathLike, *, dpi: int = 100) -> Path:
+    """A small white PNG (500 x 100 pixels) with one line of text, for a grid with nothing to show."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0, 1.0), dpi=dpi)
+    FigureCanvasAgg(fig)
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=dpi)
+    return out
 
 
 def _suspect_titles(rows: pd.DataFrame, class_names) -> list[str]:

@@ -1,6 +1,7 @@
 """Review queues over a label store: what a person should look at first.
 
-* ``suspects``: cleaning suggestions (``record_suggestions``), most suspicious first.
+* ``suspects``: cleaning suggestions (``record_suggestions``): disagreements first, most
+  suspicious first.
 * ``audit``: accepted pseudo labels: the least confident ones, then a seeded random sample per
   class, so a person can estimate how good the machine labels are.
 * ``active``: unlabeled items the latest model is least sure of (least confidence, smallest
@@ -54,7 +55,11 @@ def _current(store: LabelStore, split: str | None = None) -> pd.DataFrame:
 
 
 def suspect_queue(store: LabelStore, run_id: str | None = None) -> pd.DataFrame:
-    """Cleaning suggestions of one run (default: the latest), most suspicious first.
+    """Cleaning suggestions of one run (default: the latest), most likely wrong first.
+
+    Disagreements (the suggestion differs from the label given when it was made) come first, as
+    in the clean job's ``grid.png``; within each group, by ``score`` descending (higher is more
+    suspicious), then ``confidence`` descending, then ``item_id``.
 
     Examples
     --------
@@ -65,7 +70,11 @@ def suspect_queue(store: LabelStore, run_id: str | None = None) -> pd.DataFrame:
         sug[["item_id", "predicted", "confidence", "score", "given", "after_event", "run_id"]],
         on="item_id", how="inner")
     df = df.rename(columns={"predicted": "suggestion", "after_event": "baseline"})
-    df = df.sort_values(["score", "item_id"], ascending=[False, True], kind="stable")
+    agrees = (pd.to_numeric(df["suggestion"]) == pd.to_numeric(df["given"])).to_numpy()
+    df = (df.assign(_agrees=agrees, _conf=pd.to_numeric(df["confidence"]).fillna(-np.inf))
+          .sort_values(["_agrees", "score", "_conf", "item_id"], ascending=[True, False, False, True],
+                       kind="stable")
+          .drop(columns=["_agrees", "_conf"]))
     return _finish(df, "suspect")
 
 
