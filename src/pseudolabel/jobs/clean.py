@@ -296,7 +296,8 @@ def report_lines(result: CleanResult) -> list[str]:
              "review": f"{s['n_review']} to review"}[result.run.config.get("policy", "relabel")]
     lines = [f"checked {s['n_samples']} labels: {s['n_flagged']} flagged as likely wrong; {acted}"
              + (f", {s['n_kept']} kept (prediction below the threshold)" if s["n_kept"] else "")]
-    lines.append(f"suspects: {f['issues']} (grid of the top 25: {f['grid']})")
+    lines.append(f"suspects: {f['issues']} (grid of up to 25 disagreements, most likely wrong first: "
+                 f"{f['grid']})")
     lines.append(f"labels: {f['labels']}; label store: {f['store']} (open it with: pseudolabel review {f['store']})")
     if "manifest" in f:
         lines.append(f"manifest of decisions: {f['manifest']} (no image was moved, renamed or deleted)")
