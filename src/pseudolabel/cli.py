@@ -223,9 +223,9 @@ def clean(image_size, skip_bad_images, data, noise, noise_kind, folds, passes, m
 
     Writes issues.csv (most suspicious first), grid.png (up to 25 disagreements, most likely wrong
     first), labels.csv (given and new labels with their source) and labels.db (given labels,
-    corrected ones, suggestions for 'pseudolabel review'). An image folder is never changed: decisions go to manifest.csv.
-    With --noise it is a simulation whose last two lines are the detection scores and the test
-    accuracy after training on noisy, cleaned and true labels.
+    corrected ones, suggestions for 'pseudolabel review'). An image folder is never changed:
+    decisions go to manifest.csv. With --noise it is a simulation whose last two lines are the
+    detection scores and the test accuracy after training on noisy, cleaned and true labels.
 
     \b
     Examples:
