@@ -263,10 +263,19 @@ def test_demo_says_where_its_results_are(tmp_path):
     where = next(line for line in lines if line.startswith("results: "))
     assert str(out) in where
     for name in ("config.json", "history.jsonl", "history.csv", "labels.csv", "model.joblib"):
-        assert (out / name).is_file()
+        assert (out / "selftrain" / name).is_file()
+    for name in ("issues.csv", "grid.png", "labels.csv", "labels.db"):
+        assert (out / "clean" / name).is_file()
     base, final = map(float, re.search(r"supervised (\d\.\d{4}) -> self-trained (\d\.\d{4})", result.output).groups())
     assert final == float(lines[-1].split(": ")[1])
     assert final > 0.9  # 70 labels of digits: a CNN that learned
+    # Cleaning: 5 % corrupted, most found, the labels better after than before.
+    m = re.search(r"labels correct (\d\.\d{4}) -> (\d\.\d{4})", result.output)
+    assert m and float(m.group(2)) > float(m.group(1))
+    # A line per round or fold, not per epoch: every epoch line is a last epoch.
+    epochs = re.findall(r"epoch (\d+)/(\d+) ", result.stderr)
+    assert epochs and all(e == n for e, n in epochs)
+    assert len(result.stderr.splitlines()) < 60
 
 
 def test_selftrain_semi_learns_from_the_unlabeled_rows_too(tmp_path):

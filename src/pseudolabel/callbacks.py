@@ -84,8 +84,14 @@ class EpochProgress(Callback):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("say", None)  # a bound printer or lambda need not pickle
+        state.pop("say", None)  # a bound printer or lambda need not pickle (checkpoints)
         return state
+
+    def __deepcopy__(self, memo) -> "EpochProgress":
+        # clone() deep-copies a model's callbacks: the copy keeps printing where the job said.
+        copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        return copy
 
     def on_epoch_end(self, estimator, record: dict) -> None:
         now = time.perf_counter()
