@@ -3,8 +3,12 @@ what was found, what was expected, and how to fix it."""
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import DataConversionWarning
+from sklearn.utils.validation import _num_samples
 
 from pseudolabel.exceptions import InputError
 
@@ -195,10 +199,6 @@ def encode_labels(y, name: str = "y", allow_unlabeled: bool = True) -> tuple[np.
         raise InputError(f"{name} could not be read as an array of labels ({' '.join(str(exc).split())}); "
                          "pass one label per sample.") from None
     if y_arr.ndim == 2 and y_arr.shape[1] == 1:
-        import warnings
-
-        from sklearn.exceptions import DataConversionWarning
-
         warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y "
                       "to (n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=3)
         y_arr = y_arr[:, 0]
@@ -254,8 +254,6 @@ def encode_labels(y, name: str = "y", allow_unlabeled: bool = True) -> tuple[np.
 
 def num_samples(X, name: str = "X") -> int:
     """Number of rows of X (arrays, sparse matrices, data frames, lists, array-likes)."""
-    from sklearn.utils.validation import _num_samples
-
     try:
         return int(_num_samples(X))
     except TypeError:
@@ -266,8 +264,6 @@ def num_samples(X, name: str = "X") -> int:
 def check_finite_any(X, name: str = "X") -> None:
     """:func:`check_finite` for numpy arrays, scipy.sparse matrices (their stored values) and data
     frames (their numeric columns); anything else (texts, lazy readers) passes unchecked."""
-    import scipy.sparse as sp
-
     if sp.issparse(X):
         data = X.data if hasattr(X, "data") and isinstance(X.data, np.ndarray) else X.tocsr().data
         if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
@@ -296,8 +292,6 @@ def check_finite_any(X, name: str = "X") -> None:
 def indexable_rows(X):
     """X as given, unless rows cannot be taken from it: an array-like without len() or [] (numpy
     reads it), or a sparse format without row indexing (COO, DIA, BSR: CSR keeps it sparse)."""
-    import scipy.sparse as sp
-
     if sp.issparse(X):
         return X if X.format in ("csr", "csc", "lil", "dok") else X.tocsr()
     if hasattr(X, "__array__") and not (hasattr(X, "__len__") and hasattr(X, "__getitem__")):

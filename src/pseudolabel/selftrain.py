@@ -604,7 +604,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         if self.estimator is not None:
-            from sklearn.utils import get_tags
+            from sklearn.utils import get_tags  # scikit-learn >= 1.6 only, where this method is called
 
             tags.input_tags.sparse = get_tags(self.estimator).input_tags.sparse
         return tags
