@@ -158,18 +158,21 @@ class JobConfig(Mapping):
         run would have, or says why it does not start.
         """
         saved = saved_config(out, cls.job)
-        config = cls.from_saved(saved)
         asked = given.to_dict() if isinstance(given, JobConfig) else {
             k: v for k, v in dict(given).items() if v is not None}
-        asked = {k: v for k, v in asked.items() if k not in _NOT_COMPARED and k in config}
+        asked = {k: v for k, v in asked.items() if k not in _NOT_COMPARED}
+        # Where it runs is applied before the saved config is checked: a run saved with
+        # --device cuda resumes on a CPU machine with --device cpu.
+        safe = {k: asked[k] for k in RESUME_SAFE if k in asked}
+        config = cls.from_saved({**saved, **safe})
+        asked = {k: v for k, v in asked.items() if k in config}
         wanted = cls.build({**config.to_dict(), **asked})  # the options as a run would read them
-        differ, safe = [], {}
+        differ, applied = [], []
         for key in asked:
-            if jsonable(wanted[key]) == jsonable(config[key]):
-                continue
             if key in RESUME_SAFE:
-                safe[key] = wanted[key]
-            else:
+                if key in saved and jsonable(saved[key]) != jsonable(wanted[key]):
+                    applied.append(f"{key}={wanted[key]!r} (saved {saved[key]!r})")
+            elif jsonable(wanted[key]) != jsonable(config[key]):
                 differ.append(f"{key} {wanted[key]!r} (saved {config[key]!r})")
         store = given.get("store")
         if store is not None and str(Path(store).expanduser().resolve()) != str(config.store):
@@ -177,9 +180,8 @@ class JobConfig(Mapping):
         if differ:
             raise InputError(f"{out} holds a {cls.job} run saved with other settings: {', '.join(differ)}; "
                              "leave those options out to continue it as it was, or start a new run in another --out.")
-        if safe:
-            say("note: --resume applies " + ", ".join(f"{k}={v!r} (saved {config[k]!r})" for k, v in safe.items()))
-            config = config.replace(**safe).check()
+        if applied:
+            say("note: --resume applies " + ", ".join(applied))
         return config
 
     @classmethod
