@@ -225,3 +225,92 @@ def test_serve_prints_a_url_with_the_token(db):
         proc.terminate()
         proc.wait(20)
     assert human_events(db) == [("train/32", 2, human_events(db)[0][2], "set")]
+
+
+def decide(client, item_id, label, who):
+    return client.post("/api/decide", json={"item_id": item_id, "label": label, "who": who},
+                       headers={"X-Review-Token": TOKEN})
+
+
+@pytest.mark.parametrize("who", ["", "x" * 41, "<b>ana</b>", "ana&bo", 'a"b', "a'b", "a`b", "a\\b", "a\nb",
+                                 "tab\there", " ana", "ana ", "zero\u200bwidth", 5, True, None])
+def test_reviewer_names_are_checked(client, db, who):
+    r = client.post("/api/decide", json={"item_id": 1, "label": 4, "who": who}, headers={"X-Review-Token": TOKEN})
+    assert r.status_code == 400 and "who must" in r.json()["error"], r.text
+    assert client.post("/api/undo", json={"who": who}, headers={"X-Review-Token": TOKEN}).status_code == 400
+    assert human_events(db) == []
+
+
+def test_reviewer_names_are_recorded(client, db):
+    assert decide(client, 1, 4, "Ana María").status_code == 200
+    assert decide(client, 2, 5, "x" * 40).status_code == 200
+    form = client.post("/api/decide", data={"item_id": "3", "label": "6", "token": TOKEN, "who": "bo"})
+    assert form.status_code == 200 and form.json()["item"]["who"] == "bo"
+    assert [e[2] for e in human_events(db)] == ["Ana María", "x" * 40, "bo"]
+
+
+def test_undo_takes_back_only_the_reviewers_own_decision(client, db):
+    h = {"X-Review-Token": TOKEN}
+    for item, label, who in [(1, 1, "ana"), (2, 2, "bo"), (3, 3, "ana"), (4, 4, "bo"), (5, 5, "ana")]:
+        assert decide(client, item, label, who).status_code == 200
+    undo = lambda who: client.post("/api/undo", json={"who": who}, headers=h).json()["undone"]  # noqa: E731
+    assert undo("ana")["item_id"] == 5
+    assert undo("ana")["item_id"] == 3
+    # bo's latest decision (item 4) was made after ana's on item 3: still there.
+    with LabelStore(db, create=False) as s:
+        assert s.events(source="human")[["item_id", "who"]].values.tolist() == [[1, "ana"], [2, "bo"], [4, "bo"]]
+    assert undo("bo")["item_id"] == 4
+    assert undo("ana")["item_id"] == 1
+    assert undo("ana") is None
+    assert undo("carol") is None
+    with LabelStore(db, create=False) as s:
+        assert s.events(source="human")[["item_id", "who"]].values.tolist() == [[2, "bo"]]
+        assert s.events(source="human")["who"].tolist() == ["bo"]
+
+
+def test_reviewers_summary_counts_and_agreement(client, db):
+    assert client.get("/api/reviewers").json() == {"reviewers": [], "pairs": [], "decisions": 0}
+    # ana: items 1, 2, 3 (given labels) and 35 (unlabeled); bo: 2, 3, 4; bo changes his mind on 3.
+    for item, label, who in [(1, 1, "ana"), (2, 2, "ana"), (3, 3, "ana"), (35, 7, "ana"),
+                             (2, 2, "bo"), (3, 9, "bo"), (4, 4, "bo"), (3, 3, "bo"), (36, 1, "bo")]:
+        assert decide(client, item, label, who).status_code == 200
+    # An undone decision counts for nobody: carol's only one.
+    assert decide(client, 5, 5, "carol").status_code == 200
+    client.post("/api/undo", json={"who": "carol"}, headers={"X-Review-Token": TOKEN})
+    r = client.get("/api/reviewers").json()
+    people = {p["who"]: p for p in r["reviewers"]}
+    assert set(people) == {"ana", "bo"} and r["decisions"] == 9
+    assert people["ana"]["decisions"] == 4 and people["ana"]["items"] == 4
+    assert people["ana"]["by_source"] == {"given": 3, "none": 1}
+    assert people["bo"]["decisions"] == 5 and people["bo"]["items"] == 4
+    assert people["bo"]["by_source"] == {"given": 4, "none": 1}
+    # Shared: 2 (both 2), 3 (ana 3, bo's latest 3) -> agree on both; add a disagreement on 1.
+    assert r["pairs"] == [{"a": "ana", "b": "bo", "shared": 2, "agree": 2, "agreement": 1.0}]
+    assert decide(client, 1, 8, "bo").status_code == 200
+    pair = client.get("/api/reviewers").json()["pairs"][0]
+    assert (pair["shared"], pair["agree"], pair["agreement"]) == (3, 2, pytest.approx(2 / 3))
+
+
+def test_cards_carry_given_suggested_and_current(db, mnist_small):
+    """After a relabel by `clean`, a suspect's row still says what the data came with, the one
+    confidence of the suggestion, and where the current label comes from."""
+    y = mnist_small[1]
+    with LabelStore(db, create=False) as s:
+        # clean --policy relabel: a corrected event with its own (different) confidence.
+        s.add_labels(["train/0"], [(y[0] + 1) % 10], "corrected", confidence=0.662, run_id="clean-2")
+        s.record_suggestions([f"train/{i}" for i in range(3)], y[:3], (y[:3] + 1) % 10, [0.9, 0.8, 0.7],
+                             "clean-2", confidence=[0.98, 0.97, 0.96])
+        s.add_labels(["train/35"], [3], "pseudo", confidence=0.99, round=2, run_id="st-2")
+    app = create_app(db, db.parent / "images.npz", token=TOKEN, port=PORT, who="tester")
+    with TestClient(app, base_url=BASE) as c:
+        items = {i["key"]: i for i in c.get("/api/queue", params={"queue": "suspects"}).json()["items"]}
+        first = items["train/0"]
+        assert first["given"] == y[0] and first["suggestion"] == (y[0] + 1) % 10 != first["given"]
+        assert first["label"] == first["suggestion"] and first["source"] == "corrected"
+        assert first["confidence"] == pytest.approx(0.98)  # the suggestion's, not the event's 0.662
+        assert first["suggestion_run"] == "clean-2"
+        assert items["train/1"]["given"] == y[1] and items["train/1"]["source"] == "given"
+        pseudo = c.get("/api/queue", params={"queue": "all", "offset": 35, "limit": 1}).json()["items"][0]
+        assert (pseudo["key"], pseudo["given"], pseudo["source"], pseudo["round"]) == ("train/35", -1, "pseudo", 2)
+        r = decide(c, first["item_id"], 2, "ana").json()["item"]
+        assert (r["given"], r["label"], r["source"], r["who"]) == (y[0], 2, "human", "ana")

@@ -13,7 +13,8 @@ Security, for a page that writes labels and runs on a person's machine:
   no body is read past :data:`MAX_BODY_BYTES` (413);
 * item ids, labels and query numbers are whole numbers of 64 bits or a 4xx, never a guess
   (``1.9``, ``true`` and ``"1"`` in JSON are refused); JSON nested in the body is refused;
-* images are looked up by item id in the store; no path is ever taken from a URL.
+* images are looked up by item id in the store; no path is ever taken from a URL;
+* a write's reviewer (``who``) is 1-40 printable characters without markup or a 400.
 
 Every refusal is a 4xx with a one-line message, and nothing is written to the store.
 """
@@ -45,13 +46,16 @@ from pseudolabel.review.images import ImageSource, open_image_source
 from pseudolabel.review.page import INDEX_HTML, REVIEW_CSS, REVIEW_JS
 from pseudolabel.store import QUEUES, LabelStore, queue as make_queue
 
-__all__ = ["create_app", "serve", "review_url", "allowed_hosts_for", "MAX_BODY_BYTES"]
+__all__ = ["create_app", "serve", "review_url", "allowed_hosts_for", "valid_reviewer", "MAX_BODY_BYTES"]
 
 #: The largest request body the page reads; a decision is well under 100 bytes.
 MAX_BODY_BYTES = 64 * 1024
 _INT64_MAX = 2**63 - 1  # SQLite's INTEGER
 _WHOLE = re.compile(r"-?[0-9]{1,19}")  # form fields and query parameters: plain ASCII digits only
-_FETCH_SITES = ("same-origin", "none")  # "none": typed into the address bar, never a cross-site page
+_FETCH_SITES = ("same-origin", "none")
+#: What a reviewer's name may not hold: markup and quoting characters (it is shown back on pages).
+_MARKUP = set("<>&\"'`\\")
+WHO_MAX = 40  # "none": typed into the address bar, never a cross-site page
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _WILDCARD = ("0.0.0.0", "::", "")
@@ -115,6 +119,13 @@ def _jsonable(value):
     return value
 
 
+def _whole_or_none(value) -> int | None:
+    """A nullable integer column's value (pandas reads it as a float, NaN where NULL)."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return None
+    return int(value)
+
+
 def _record(row: dict) -> dict:
     return {k: _jsonable(v) for k, v in row.items()}
 
@@ -158,6 +169,23 @@ def _whole_number(value, name: str, *, form: bool = False) -> int:
         raise _Refused(400, f"{name} must be a whole number ({kind}), got {_short(value)}.")
     if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
         raise _Refused(400, f"{name} must fit in 64 bits, got {_short(value)}.")
+    return value
+
+
+def valid_reviewer(value) -> str:
+    """``value`` as a reviewer's name: a string of 1 to 40 printable characters, no markup
+    (``< > & " ' ` \\``), no spaces at either end; anything else is refused, never trimmed or
+    guessed, so that one person's decisions stay under one name."""
+    if not isinstance(value, str):
+        raise _Refused(400, f"who must be a reviewer's name (a string), got {_short(value)}.")
+    if not 1 <= len(value) <= WHO_MAX:
+        raise _Refused(400, f"who must be 1 to {WHO_MAX} characters, got {len(value)}.")
+    if not value.isprintable() or value != value.strip():
+        raise _Refused(400, f"who must be printable characters without spaces at either end, got "
+                            f"{_short(value)}.")
+    if _MARKUP & set(value):
+        raise _Refused(400, f"who must not hold markup characters ({' '.join(sorted(_MARKUP))}), got "
+                            f"{_short(value)}.")
     return value
 
 
@@ -236,7 +264,33 @@ class ReviewApp:
 
     def item_state(self, item_id: int) -> dict:
         row = self.store.current_labels(items=[item_id]).iloc[0].to_dict()
-        return _record({k: row[k] for k in ("item_id", "key", "label", "source", "confidence", "human_event")})
+        state = _record({k: row[k] for k in ("item_id", "key", "label", "source", "confidence", "human_event",
+                                             "who")})
+        state["round"] = _whole_or_none(row["round"])
+        state["given"] = self.given_labels([item_id]).get(item_id, -1)
+        return state
+
+    def given_labels(self, item_ids: list[int]) -> dict[int, int]:
+        """The label each item came with: its latest effective ``given`` event (absent: none)."""
+        if not item_ids:
+            return {}
+        given = self.store.events(source="given", items=item_ids, latest=True)
+        return dict(zip(given["item_id"].astype(int).tolist(), given["label"].astype(int).tolist()))
+
+    def _enrich(self, rows: list[dict]) -> list[dict]:
+        """Add to each queue row what its card shows besides the queue's own columns: the given
+        label, and the round and reviewer of the current label."""
+        ids = [r["item_id"] for r in rows]
+        if not ids:
+            return rows
+        given = self.given_labels(ids)
+        cur = self.store.current_labels(items=ids).set_index("item_id")
+        for r in rows:
+            c = cur.loc[r["item_id"]]
+            r["given"] = given.get(r["item_id"], -1)
+            r["round"] = _whole_or_none(c["round"])
+            r["who"] = c["who"] if isinstance(c["who"], str) else None
+        return rows
 
     def known_item(self, item_id: int) -> bool:
         return 0 < item_id <= _INT64_MAX and self.store.location(item_id) is not None
@@ -335,10 +389,44 @@ class ReviewApp:
                 hint = f"No items of class {cls} in this queue."
         cols = ["item_id", "key", "label", "source", "suggestion", "confidence", "score", "reason",
                 "baseline", "human_event", "reviewed"]
-        rows = [_record(r) for r in df.iloc[offset:offset + limit][cols].to_dict("records")]
+        page = df.iloc[offset:offset + limit]
+        rows = [_record(r) for r in page[cols].to_dict("records")]
+        runs = page["run_id"].tolist() if "run_id" in page else [None] * len(rows)
+        for r, run in zip(rows, runs):
+            r["suggestion_run"] = run if isinstance(run, str) else None
+        rows = self._enrich(rows)
         return JSONResponse({"queue": name, "cls": cls, "total": int(len(df)),
                              "reviewed": int(df["reviewed"].sum()) if len(df) else 0,
                              "offset": offset, "items": rows, "hint": hint}, headers=_HEADERS)
+
+    def reviewers(self, request: Request) -> Response:
+        """Who decided how many (effective decisions: undone ones are left out), per source of the
+        item's label before people (given, pseudo, corrected, or none), and for each pair of
+        reviewers the items both decided and the share where their latest labels agree."""
+        human = self.store.events(source="human")
+        base = self.store.events(source=("given", "pseudo", "corrected"), latest=True)
+        base_source = dict(zip(base["item_id"].astype(int).tolist(), base["source"].tolist()))
+        human = human.assign(who=[w if isinstance(w, str) else "" for w in human["who"]],
+                             base=[base_source.get(int(i), "none") for i in human["item_id"]])
+        people = []
+        for who, rows in human.groupby("who", sort=True):
+            people.append({"who": who or None, "decisions": int(len(rows)),
+                           "items": int(rows["item_id"].nunique()),
+                           "by_source": {k: int(v) for k, v in rows["base"].value_counts().sort_index().items()},
+                           "last_at": rows["created_at"].iloc[-1]})
+        latest = {who: dict(zip(rows["item_id"].astype(int), rows["label"].astype(int)))
+                  for who, rows in human.groupby("who", sort=True)}  # events are oldest first: last wins
+        names, pairs = sorted(latest), []
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                shared = sorted(set(latest[a]) & set(latest[b]))
+                if not shared:
+                    continue
+                agree = sum(latest[a][k] == latest[b][k] for k in shared)
+                pairs.append({"a": a or None, "b": b or None, "shared": len(shared), "agree": int(agree),
+                              "agreement": agree / len(shared)})
+        return JSONResponse({"reviewers": people, "pairs": pairs, "decisions": int(len(human))},
+                            headers=_HEADERS)
 
     def history(self, request: Request) -> Response:
         item_id = request.path_params["item_id"]
@@ -374,11 +462,17 @@ class ReviewApp:
                                     '{"item_id": 5, "label": 3}.')
             item_id = _whole_number(body["item_id"], "item_id", form=form)
             label = None if action == "keep" else _whole_number(body["label"], "label", form=form)
+            who = self._who(body)
         except _Refused as exc:
             return exc.response()
-        return await self._run(self._decide, item_id, label, action)
+        return await self._run(self._decide, item_id, label, action, who)
 
-    def _decide(self, item_id: int, label: int | None, action: str) -> Response:
+    def _who(self, body: dict) -> str:
+        """The reviewer of a write: the body's ``who`` (checked), else the name the page was
+        started with (``--who``, the login name)."""
+        return valid_reviewer(body["who"]) if "who" in body else self.who
+
+    def _decide(self, item_id: int, label: int | None, action: str, who: str) -> Response:
         if not self.known_item(item_id):
             return _error(f"no item with id {item_id} in this store.", 404)
         try:
@@ -389,7 +483,7 @@ class ReviewApp:
                     return _error("this item has no label to keep; press a digit to set one.", 400)
             elif label < 0:
                 return _error(f"label must be a class index >= 0, got {label}.", 400)
-            self.store.add_labels([item_id], [label], "human", who=self.who, note=action)
+            self.store.add_labels([item_id], [label], "human", who=who, note=action)
         except InputError as exc:
             status = 404 if "unknown item" in str(exc) else 400
             return _error(str(exc), status)
@@ -399,14 +493,16 @@ class ReviewApp:
 
     async def undo(self, request: Request) -> Response:
         try:
-            await self._checked_write(request, "undo")
+            body, _ = await self._checked_write(request, "undo")
+            who = self._who(body)
         except _Refused as exc:
             return exc.response()
-        return await self._run(self._undo)
+        return await self._run(self._undo, who)
 
-    def _undo(self) -> Response:
+    def _undo(self, who: str) -> Response:
+        """Take back the latest decision of ``who`` only: another reviewer's stays."""
         try:
-            event = self.store.undo(who=self.who, note="review page")
+            event = self.store.undo(who=who, note="review page")
         except StoreError as exc:
             return _error(str(exc), 503)
         if event is None:
@@ -435,7 +531,9 @@ def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
         The per-launch secret that every write must carry.
     host, port : the address the server binds; requests for any other Host are refused.
     who : str, optional
-        Recorded as ``who`` of every decision (default: the login name).
+        Recorded as ``who`` of a write that names no reviewer (default: the login name); the page
+        sends the name its reviewer entered as the ``who`` field of every write, and ``/api/undo``
+        takes back the latest decision of that reviewer only.
     allowed_hosts : set of "host:port", optional
         Overrides the Host headers accepted (default: from host and port).
 
@@ -467,6 +565,7 @@ def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
         Route("/api/summary", state.summary),
         Route("/api/queue", state.queue_page),
         Route("/api/history/{item_id:int}", state.history),
+        Route("/api/reviewers", state.reviewers),
         Route("/image/{item_id:int}", state.image),
         Route("/api/decide", state.decide, methods=["POST"]),
         Route("/api/undo", state.undo, methods=["POST"]),
