@@ -254,3 +254,16 @@ def test_detection_scores_against_the_noise_mask():
     s = detection_scores(flagged, noisy)
     assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
     assert detection_scores(np.zeros(3, bool), np.zeros(3, bool)) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_a_correction_carries_its_suggestion_s_confidence(sim):
+    """One suggestion, one number: the corrected event and the suggestion the review page shows."""
+    from pseudolabel.store import LabelStore
+
+    out, _ = sim
+    with LabelStore(out / "labels.db", create=False) as store:
+        corrected = store.events(source="corrected").set_index("item_id")["confidence"]
+        suggested = store.predictions("suspect").set_index("item_id")["confidence"]
+    both = corrected.index.intersection(suggested.index)
+    assert len(both) > 10
+    np.testing.assert_allclose(corrected.loc[both].to_numpy(), suggested.loc[both].to_numpy(), atol=1e-6)

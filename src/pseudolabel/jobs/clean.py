@@ -135,8 +135,14 @@ def _record_store(store, data: CleanData, config: dict, issues, labels, record) 
         todo = fixed[~done]
         if len(todo):
             reason = record.set_index("item").loc[todo, "reason"].tolist()
+            # The confidence of a correction is the suggestion's (the ranking's p_max for the new
+            # label), so the review page shows one number for one suggestion.
+            by_item = issues.set_index("item")
+            suggested = by_item.loc[todo, "predicted"].to_numpy() == labels["label"].to_numpy()[todo]
+            confidence = np.where(suggested, by_item.loc[todo, "p_max"].to_numpy(),
+                                  labels["confidence"].to_numpy()[todo])
             store.add_labels(ids[todo], labels["label"].to_numpy()[todo], "corrected",
-                             confidence=np.clip(labels["confidence"].to_numpy()[todo], 0.0, 1.0),
+                             confidence=np.clip(confidence, 0.0, 1.0),
                              run_id=run_id, model_id=model_id, note=reason)
     flagged = issues[issues["is_issue"]]
     if len(flagged) and queues.predictions(store, "suspect", run_id).empty:
@@ -160,7 +166,8 @@ def _evaluate(run: RunDirectory, config: dict, data: CleanData, new: np.ndarray,
         say(f"training on the {name} labels ({int(np.sum(wanted[name][0] >= 0))} samples) for test accuracy")
     if n_workers > 1:
         accs = Parallel(n_jobs=n_workers, max_nbytes=None)(
-            delayed(_fit_and_score_in_worker)(config, data.X, wanted[name][0], data.X_test, data.y_test) for name in todo)
+            delayed(_fit_and_score_in_worker)(config, data.X, wanted[name][0], data.X_test, data.y_test)
+            for name in todo)
     else:
         accs = (fit_and_score(config, data.X, wanted[name][0], data.X_test, data.y_test,
                               [EpochProgress(f"  {name} labels ", every=10.0, round=None, say=say)]) for name in todo)

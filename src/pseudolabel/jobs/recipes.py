@@ -41,9 +41,9 @@ CLEAN_DEFAULTS = dict(
 
 # The default recipe: a strided batch-norm CNN (arch "auto": the pooled one for images under 16x16)
 # with batch augmentation whose predictions come from an exponential moving average of its weights,
-# warm-started from round to round (two epochs, at least 600 optimizer steps each), every round relabels the whole pool so early mistakes are not
-# frozen in, and the given labels stay half of the training rows so easy pseudo-labels do not drown
-# them. Chosen on a development split of the training set (bench/explore_recipes.py; the choices and
+# warm-started from round to round (two epochs, at least 600 optimizer steps each), every round
+# relabels the whole pool so early mistakes are not frozen in, and the given labels stay half of
+# the training rows so easy pseudo-labels do not drown them. Chosen on a development split of the training set (bench/explore_recipes.py; the choices and
 # what they bought are in docs/benchmarks.md), never on test labels.
 DEFAULTS = dict(
     threshold=0.99, max_iter=4, arch="auto", epochs=2, min_steps=600, batch_size=128, lr=3e-3,
