@@ -43,8 +43,9 @@ CLEAN_DEFAULTS = dict(
 # with batch augmentation whose predictions come from an exponential moving average of its weights,
 # warm-started from round to round (two epochs, at least 600 optimizer steps each), every round
 # relabels the whole pool so early mistakes are not frozen in, and the given labels stay half of
-# the training rows so easy pseudo-labels do not drown them. Chosen on a development split of the training set (bench/explore_recipes.py; the choices and
-# what they bought are in docs/benchmarks.md), never on test labels.
+# the training rows so easy pseudo-labels do not drown them. Chosen on a development split of the
+# training set (bench/explore_recipes.py; the choices and what they bought are in
+# docs/benchmarks.md), never on test labels.
 DEFAULTS = dict(
     threshold=0.99, max_iter=4, arch="auto", epochs=2, min_steps=600, batch_size=128, lr=3e-3,
     augment="affine", ema=0.999, warm_start=True, relabel=True, class_quota=None, given_share=0.5,

@@ -145,8 +145,8 @@ def run_selftrain(config: Mapping, out: str | Path, *, resume: bool = False,
     then this). With ``resume=True`` the config saved in ``out`` wins: options that differ from
     it are refused in one line, except ``device`` (applied, with a note). Every run records its
     classes, items, given labels, each round's pseudo labels and the final model's predictions of
-    the unlabeled pool into the store, and ``labels.csv`` into ``out``. Returns the run, its history and the final test accuracy (None
-    without a test split).
+    the unlabeled pool into the store, and ``labels.csv`` into ``out``. Returns the run, its
+    history and the final test accuracy (None without a test split).
 
     Examples
     --------
