@@ -207,11 +207,11 @@ def migrate(conn: sqlite3.Connection, path: Path, readonly: bool = False) -> Non
                 raise StoreError(f"{path.name} has schema version {version} and needs upgrading to "
                                  f"{SCHEMA_VERSION}, which writes, but it is read-only (the file or its "
                                  "folder cannot be written); copy it somewhere writable or fix the permissions.")
-            apply_migrations(conn, SCHEMA_VERSION)
+            apply_migrations(conn, SCHEMA_VERSION, begin=lambda: begin_immediate(conn))
         _check_tables(conn, path)
         # WAL after the checks: switching it writes to the file (not again once it is WAL).
-        if not readonly and conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+        if not readonly:
+            _switch_to_wal(conn)
     except sqlite3.DatabaseError as exc:
         if conn.in_transaction:
             try:
@@ -223,6 +223,45 @@ def migrate(conn: sqlite3.Connection, path: Path, readonly: bool = False) -> Non
             raise err from None
         raise StoreError(f"{path} cannot be read as a label store ({exc}); it was left "
                          "untouched: restore it from a backup or pass a new path.") from None
+
+
+def retry_busy(conn: sqlite3.Connection, attempt) -> None:
+    """Call ``attempt()`` until it returns True, for up to BUSY_TIMEOUT_S while the file is busy.
+    SQLite's own busy handler sleeps ever longer (up to 100 ms) between tries, so a process writing
+    in a loop keeps the lock and a waiting one (the review page, a writer opening the store)
+    starves; trying again every 0.5-2 ms lets the writers take turns."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                if attempt():
+                    return
+            except sqlite3.OperationalError as exc:
+                if _code(exc) not in (_BUSY, _LOCKED) or time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked")
+            time.sleep(random.uniform(0.0005, 0.002))
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
+
+def begin_immediate(conn: sqlite3.Connection, cur=None) -> None:
+    """BEGIN IMMEDIATE, taking turns with other writers (see :func:`retry_busy`)."""
+    run = (cur or conn).execute
+    retry_busy(conn, lambda: run("BEGIN IMMEDIATE") is not None)
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode. Switching needs the file to itself: SQLite answers "busy", or
+    leaves the mode as it was, while another process opens or writes the new store."""
+    def attempt() -> bool:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return True
+        return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() == "wal"
+
+    retry_busy(conn, attempt)
 
 
 def _check_tables(conn: sqlite3.Connection, path: Path) -> None:
@@ -335,23 +374,8 @@ class StoreFile:
                 raise
 
     def _begin(self, cur: sqlite3.Cursor) -> None:
-        """BEGIN IMMEDIATE, waiting up to BUSY_TIMEOUT_S for another writer. SQLite's own busy
-        handler sleeps ever longer (up to 100 ms) between tries, so a process writing in a loop
-        keeps the lock and a waiting one (the review page) starves; trying again every 0.5-2 ms
-        lets the writers take turns."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        self._conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            while True:
-                try:
-                    cur.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if _code(exc) not in (_BUSY, _LOCKED) or time.monotonic() > deadline:
-                        raise
-                time.sleep(random.uniform(0.0005, 0.002))
-        finally:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        """BEGIN IMMEDIATE, waiting up to BUSY_TIMEOUT_S for another writer, taking turns."""
+        begin_immediate(self._conn, cur)
 
     def _rollback(self) -> None:
         """Roll the open transaction back; SQLite may have done so already (a full disk)."""

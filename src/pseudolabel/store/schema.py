@@ -88,13 +88,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def apply_migrations(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> list[str]:
+def apply_migrations(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION, begin=None) -> list[str]:
     """Apply the pending migrations up to version ``upto``, each in its own transaction together
     with its record in the ``migrations`` table; return the names applied. Safe when two
-    processes open a new store at once: the version is re-read under the write lock."""
+    processes open a new store at once: the version is re-read under the write lock. ``begin``
+    starts the write transaction (default: a plain BEGIN IMMEDIATE)."""
     applied = []
     for version, (name, statements) in enumerate(MIGRATIONS[:upto], start=1):
-        conn.execute("BEGIN IMMEDIATE")
+        if begin is None:
+            conn.execute("BEGIN IMMEDIATE")
+        else:
+            begin()
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             conn.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, "
