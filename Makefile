@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# x86_64: torch 2.14.1 + torchvision 0.29.1 (on this workplace's disk); aarch64: the 2.9.1 CPU pair.
+TORCH_PAIR ?= $(if $(filter aarch64 arm64,$(shell uname -m)),torch==2.9.1 torchvision==0.24.1,torch==2.14.1 torchvision==0.29.1)
 # MNIST for tests and benchmarks: the shared copy beside the project, when there is one.
 export PSEUDOLABEL_DATA ?= $(abspath ../shared/data)
 
@@ -11,8 +13,9 @@ export PSEUDOLABEL_DATA ?= $(abspath ../shared/data)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch's CPU build first: an unpinned torch would pull several GB of CUDA packages.
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch and torchvision first, a matching pair (an unpinned torch pulls several GB of CUDA packages;
+	# PyPI's torchvision does not import beside the torch 2.13.0 CPU file, see docs/architecture.md).
+	$(PY) -m pip install --quiet $(TORCH_PAIR)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
