@@ -31,16 +31,19 @@ from pseudolabel.jobs.selftrain import DEFAULTS, SEED_PROTOCOL, build_selftraini
 from pseudolabel.models import ConvNetClassifier  # noqa: E402
 
 
-def machine() -> str:
+def cpu_name() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return cpu
+
+
+def machine() -> str:
+    return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def measure(kw: dict, X: np.ndarray, y: np.ndarray, repeats: int = 3) -> tuple[dict, ConvNetClassifier]:

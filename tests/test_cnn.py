@@ -100,7 +100,8 @@ def test_clone_get_params_set_params():
 def test_get_params_lists_every_constructor_parameter():
     """Jobs copy a CNN's settings with get_params(), so no constructor parameter may be missing."""
     names = [n for n in inspect.signature(ConvNetClassifier.__init__).parameters if n != "self"]
-    assert len(names) == 22
+    # 22, then weights and freeze_epochs (torchvision backbones), validation_fraction, patience, budget
+    assert len(names) == 27
     assert sorted(ConvNetClassifier().get_params()) == sorted(names)
     assert ConvNetClassifier().get_params()["callbacks"] is None
 
@@ -532,18 +533,20 @@ def test_wrong_image_shape_at_predict(fitted):
 
 
 @pytest.mark.parametrize("params, message", [
-    (dict(epochs=-1), "The 'epochs' parameter of ConvNetClassifier must be an int >= 0. Got -1 instead."),
-    (dict(epochs=2.5), "The 'epochs' parameter of ConvNetClassifier must be an int >= 0. Got 2.5 instead."),
+    (dict(epochs=-1), "The 'epochs' parameter of ConvNetClassifier must be an int >= 0 or 'auto'. Got -1 instead."),
+    (dict(epochs=2.5), "The 'epochs' parameter of ConvNetClassifier must be an int >= 0 or 'auto'. Got 2.5 instead."),
     (dict(batch_size=0), "The 'batch_size' parameter of ConvNetClassifier must be an int >= 1. Got 0 instead."),
     (dict(lr=0), "The 'lr' parameter of ConvNetClassifier must be a float > 0. Got 0 instead."),
-    (dict(arch="huge"), "The 'arch' parameter of ConvNetClassifier must be one of ('auto', 'strided', 'fast', "
-                        "'wide', 'seed'). Got 'huge' instead."),
+    (dict(arch="huge"), "The 'arch' parameter of ConvNetClassifier must be one of ('auto', 'sized', 'strided', 'fast', "
+                        "'wide', 'seed') or a torchvision backbone (resnet18, resnet34, resnet50, efficientnet_b0, "
+                        "efficientnet_b1, mobilenet_v3_small, mobilenet_v3_large, convnext_tiny, densenet121). "
+                        "Got 'huge' instead."),
     (dict(ema=1.0), "The 'ema' parameter of ConvNetClassifier must be None or a float in [0, 1). Got 1.0 instead."),
     (dict(ema="yes"), "The 'ema' parameter of ConvNetClassifier must be None or a float in [0, 1). "
                       "Got 'yes' instead."),
     (dict(optimizer="rmsprop"), "The 'optimizer' parameter of ConvNetClassifier must be one of 'adamw', "
                                 "'adam', 'sgd'. Got 'rmsprop' instead."),
-    (dict(augment="mixup"), "The 'augment' parameter of ConvNetClassifier must be 'affine' or None. "
+    (dict(augment="mixup"), "The 'augment' parameter of ConvNetClassifier must be 'affine', 'auto' or None. "
                             "Got 'mixup' instead."),
     (dict(semi="mixmatch"), "The 'semi' parameter of ConvNetClassifier must be None or one of ('fixmatch', "
                             "'flexmatch'). Got 'mixmatch' instead."),

@@ -73,7 +73,8 @@ def test_digits_simulation_end_to_end(sim):
     assert summary["labels_correct_after"] > summary["labels_correct_before"]
 
     labels = pd.read_csv(out / "labels.csv")
-    assert list(labels.columns) == ["item", "given", "label", "source", "confidence", "action"]
+    assert list(labels.columns) == ["item", "given", "label", "source", "confidence", "action", "given_class",
+                                    "class_name"]
     corrected = labels["source"] == "corrected"
     assert (labels.loc[corrected, "action"] == "relabel").all()
     assert (labels.loc[corrected, "label"] != labels.loc[corrected, "given"]).all()
@@ -146,10 +147,9 @@ def test_second_pass_trains_on_the_fixed_labels_and_resumes(tmp_path):
 def test_later_passes_train_with_their_own_epochs_and_augmentation():
     from pseudolabel.jobs.clean import build_estimator, check_config, pass_config
 
-    config = check_config({"data": "digits", "epochs": 3, "augment": None, "later_epochs": 7,
-                           "later_augment": "affine"})
+    config = check_config({"data": "digits", "epochs": 3, "later_epochs": 7, "later_augment": "affine"})
     first, later = build_estimator(pass_config(config, 1)), build_estimator(pass_config(config, 2))
-    assert (first.epochs, first.augment) == (3, None)
+    assert (first.epochs, first.augment) == (3, "auto")  # the recipe's: only long runs augment
     assert (later.epochs, later.augment) == (7, "affine")
     off = check_config({"data": "digits", "augment": "affine", "later_augment": "none"})
     assert build_estimator(pass_config(off, 2)).augment is None

@@ -47,7 +47,7 @@ def test_epochs_mean_epochs_unless_min_steps_is_given_too():
     ({"threshold": [0.99, 2.0]}, "must be a float in [0, 1). Got 2.0 instead."),
     ({"max_iter": -1}, "The 'max_iter' parameter of SelfTraining must be an int >= 0 or None. Got -1"),
     ({"labeled": 0}, "--labeled must be an int >= 1 or None. Got 0 instead."),
-    ({"epochs": 0}, "--epochs must be an int >= 1. Got 0 instead."),
+    ({"epochs": 0}, "--epochs must be an int >= 1 or one of 'auto'. Got 0 instead."),
     ({"batch_size": 0}, "The 'batch_size' parameter of ConvNetClassifier must be an int >= 1. Got 0 instead."),
     ({"device": "cuda:7"}, "device 'cuda:7' is not available here"),
     ({"arch": "huge"}, "The 'arch' parameter of ConvNetClassifier must be one of"),

@@ -405,7 +405,7 @@ def test_bad_input_messages(flat):
     (dict(threshold=1.5), "The 'threshold' parameter of SelfTraining must be a float in [0, 1). Got 1.5 instead."),
     (dict(threshold=-0.2), "The 'threshold' parameter of SelfTraining must be a float in [0, 1). Got -0.2 instead."),
     (dict(threshold=[0.9, 1.0]), "The 'threshold' parameter of SelfTraining must be a float in [0, 1). Got 1.0 instead."),
-    (dict(criterion="entropy"), "The 'criterion' parameter of SelfTraining must be one of ('threshold', 'k_best'). "
+    (dict(criterion="entropy"), "The 'criterion' parameter of SelfTraining must be one of ('auto', 'threshold', 'k_best'). "
                                 "Got 'entropy' instead."),
     (dict(criterion="k_best", k_best=0), "The 'k_best' parameter of SelfTraining must be an int >= 1. Got 0 instead."),
     (dict(max_iter=-1), "The 'max_iter' parameter of SelfTraining must be an int >= 0 or None. Got -1 instead."),

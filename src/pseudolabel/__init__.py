@@ -20,6 +20,7 @@ _PUBLIC = {
     "load_digits": "pseudolabel.datasets",
     "load_image_folder": "pseudolabel.datasets",
     "ConvNetClassifier": "pseudolabel.models",
+    "EmbeddingClassifier": "pseudolabel.models",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

@@ -261,6 +261,22 @@ def num_samples(X, name: str = "X") -> int:
                          "pass an array, a list or a DataFrame.") from None
 
 
+def allows_nan(estimator) -> bool:
+    """Whether ``estimator`` takes NaN in X itself (scikit-learn's ``allow_nan`` tag: histogram
+    gradient boosting, forests), so a caller passes such X on as scikit-learn's
+    SelfTrainingClassifier does instead of refusing it."""
+    if estimator is None:
+        return False
+    try:
+        from sklearn.utils import get_tags  # scikit-learn >= 1.6
+    except ImportError:
+        return False
+    try:
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except (AttributeError, TypeError, ValueError):  # an estimator without scikit-learn's tags
+        return False
+
+
 def check_finite_any(X, name: str = "X") -> None:
     """:func:`check_finite` for numpy arrays, scipy.sparse matrices (their stored values) and data
     frames (their numeric columns); anything else (texts, lazy readers) passes unchecked."""
@@ -274,11 +290,13 @@ def check_finite_any(X, name: str = "X") -> None:
     if hasattr(X, "select_dtypes") and hasattr(X, "to_numpy"):
         numeric = X.select_dtypes(include="number")
         if numeric.shape[1]:
-            check_finite(numeric.to_numpy(dtype=np.float64), name)
+            # na_value: a nullable column's pd.NA counts as missing, like NaN.
+            check_finite(numeric.to_numpy(dtype=np.float64, na_value=np.nan), name)
         return
     if hasattr(X, "dtype") and hasattr(X, "to_numpy"):  # a Series
-        if np.issubdtype(X.dtype, np.number):
-            check_finite(X.to_numpy(dtype=np.float64), name)
+        # pandas' own dtypes (StringDtype, Float64, categories) are no numpy dtype: read their kind.
+        if getattr(X.dtype, "kind", "O") in "iuf":
+            check_finite(X.to_numpy(dtype=np.float64, na_value=np.nan), name)
         return
     if isinstance(X, np.ndarray):
         if X.dtype.kind == "O":

@@ -17,6 +17,8 @@ from pseudolabel.jobs.sweep import parse_int_axis, parse_modes, parse_threshold_
 from pseudolabel.report import write_report
 from pseudolabel.review import review_main
 from pseudolabel.store import LabelStore
+from pseudolabel.cli_scale import pool_options, score as score_command
+from pseudolabel.jobs.selftrain_pool import run_selftrain_pool
 
 EXIT_USAGE = 2
 
@@ -83,19 +85,52 @@ def _image_options(fn):
     return fn
 
 
+def _table_options(fn):
+    """--label-column, --text-column and --model, for every command that trains on --data."""
+    fn = click.option("--model", "model_name", default=None, metavar="NAME",
+                      help="logreg, hgb, forest, tfidf-logreg, cnn, a torchvision backbone (resnet18, ...), "
+                           "embed:BACKBONE or module:package.module:Factory (default: cnn for images, hgb for a "
+                           "table, tfidf-logreg for texts; docs/tables.md).")(fn)
+    fn = click.option("--text-column", "text_column", default=None, metavar="COL",
+                      help="With --label-column: the column of texts to learn from.")(fn)
+    fn = click.option("--label-column", "label_column", default=None, metavar="COL",
+                      help="--data is a .csv or .parquet table whose column COL holds the class names (an "
+                           "empty cell: unlabeled); the other columns are the features.")(fn)
+    return fn
+
+
+class _Epochs(click.ParamType):
+    """A number of epochs or "auto"."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).strip().lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a whole number of epochs nor 'auto'.", param, ctx)
+
+
+EPOCHS = _Epochs()
+
+
 def _selftrain_options(fn):
     options = [
-        click.option("--data", required=True, help="mnist, digits, an image folder, or a .npz file."),
+        click.option("--data", required=True,
+                     help="mnist, digits, an image folder, a .npz file, or a .csv/.parquet table with --label-column."),
         click.option("--labeled", type=int, default=None, help="Keep N labels, hide the rest (experiments)."),
         click.option("--threshold", default=None,
                      help="Confidence a prediction must exceed; a comma list gives one per round (default: the "
                           "recipe's, 0.99; jobs/recipes.py says why)."),
         click.option("--max-iter", type=int, default=None, help="Rounds of pseudo-labeling (default: the recipe's)."),
         click.option("--seed", type=int, default=None, show_default="0"),
-        click.option("--epochs", type=int, default=None,
-                     help="Epochs per round (default: the recipe's; given alone, exactly this many: the recipe's "
+        click.option("--epochs", type=EPOCHS, default=None,
+                     help="Epochs per round, or 'auto' (sized by the data) (default: the recipe's; given alone, "
+                          "exactly this many: the recipe's "
                           "--min-steps no longer stretches a round)."),
-        click.option("--arch", type=click.Choice(["auto", "strided", "fast", "wide", "seed"]), default=None,
+        click.option("--arch", type=click.Choice(["auto", "sized", "strided", "fast", "wide", "seed"]), default=None,
                      help="Built-in network (default: the recipe's)."),
         click.option("--recipe", type=click.Choice(["default", "frontier", "seed"]), default=None,
                      show_default="default",
@@ -113,6 +148,13 @@ def _selftrain_options(fn):
 @main.command()
 @_selftrain_options
 @_image_options
+@_table_options
+@click.option("--holdout", type=float, default=None,
+              help="A table or texts without a test split: share of each class's labels held out to measure "
+                   "accuracy, never trained on (default: 0.2; 0 trains on all).")
+@click.option("--validation", type=float, default=None,
+              help="Share of each class's given labels set aside (never trained on) to score every round; the "
+                   "run keeps the round that scores best (default: 0, the last round).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the killed run in --out from its last finished round.")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
@@ -123,9 +165,11 @@ def _selftrain_options(fn):
 @click.option("--semi", type=click.Choice(["fixmatch", "flexmatch"]), default=None,
               help="Also learn from the still unlabeled images online, every step: weak/strong views with a "
                    "confidence threshold (FixMatch), per-class thresholds (FlexMatch). Slower per round.")
+@pool_options
 @friendly_errors
 def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, device, relabel, image_size,
-              skip_bad_images, out, resume, store, min_steps, semi):
+              skip_bad_images, validation, out, resume, store, min_steps, semi, pool=None, pool_cap=None, cluster=None,
+              **table):
     """Iterative confidence-based pseudo-labeling.
 
     Every run records its labels in OUT/labels.db (or --store): given, each round's pseudo labels
@@ -141,8 +185,12 @@ def selftrain(data, labeled, threshold, max_iter, seed, epochs, arch, recipe, de
     config = dict(recipe=recipe, data=data, labeled=labeled, threshold=parse_thresholds(threshold),
                   max_iter=max_iter, seed=seed, epochs=epochs, arch=arch, device=device, relabel=relabel,
                   min_steps=min_steps, semi=semi, store=None if store is None else str(store),
-                  image_size=image_size, skip_bad_images=skip_bad_images)
-    result = run_selftrain(config, out, resume=resume)
+                  image_size=image_size, skip_bad_images=skip_bad_images, validation=validation, **table)
+    if pool is not None:  # a pool larger than memory, read in chunks (jobs/selftrain_pool.py)
+        result = run_selftrain_pool({**config, "pool": pool, "pool_cap": pool_cap, "cluster": cluster}, out,
+                                    resume=resume)
+    else:
+        result = run_selftrain(config, out, resume=resume)
     click.echo(f"termination: {result.termination}; run directory: {result.run.path}")
     if result.test_accuracy is not None:
         click.echo(f"test accuracy: {result.test_accuracy:.4f}")
@@ -164,7 +212,8 @@ def _last_epochs_only(line: str) -> None:
 def demo(out):
     """Both jobs on scikit-learn's bundled digits, in well under a minute on 2 cores.
 
-    Self-training from 70 labels (5 %), then cleaning the labels of the training images after 5 %
+    Self-training from 100 labels (20 of them set aside to pick the round), then cleaning the
+    labels of the training images after 5 %
     of them were corrupted on purpose. Results go to OUT/selftrain and OUT/clean.
     """
     target = out
@@ -172,13 +221,14 @@ def demo(out):
     while target.exists():  # never overwrite an earlier demo
         n += 1
         target = out.with_name(f"{out.name}-{n}")
-    config = dict(recipe="default", data="digits", labeled=70, threshold=0.99, max_iter=4, seed=0, epochs=8,
-                  min_steps=300)
+    # 100 labels, 20 of them set aside to pick the round (validation), never the test set.
+    config = dict(recipe="default", data="digits", labeled=100, validation=0.2, threshold=0.99, max_iter=4,
+                  seed=0, epochs=8, min_steps=300)
     result = run_selftrain(config, target / "selftrain", say=_last_epochs_only)
     base = result.history[0].get("test_accuracy")
     click.echo(
-        f"digits, 70 labels: supervised {base:.4f} -> self-trained {result.test_accuracy:.4f} "
-        f"in {result.seconds:.0f} s"
+        f"digits, 100 labels (20 set aside to pick the round): supervised {base:.4f} -> self-trained "
+        f"{result.test_accuracy:.4f} in {result.seconds:.0f} s"
     )
     cleaned = run_clean(dict(data="digits", noise=0.05, jobs=2, seed=0), target / "clean", say=_last_epochs_only)
     s = cleaned.summary
@@ -197,8 +247,11 @@ def demo(out):
 
 
 @main.command()
-@click.option("--data", required=True, help="mnist, digits, an image folder, a CSV manifest or a .npz file.")
+@click.option("--data", required=True,
+              help="mnist, digits, an image folder, a CSV manifest, a .npz file, or a .csv/.parquet table with "
+                   "--label-column.")
 @_image_options
+@_table_options
 @click.option("--noise", type=float, default=None,
               help="Simulation: corrupt this share of the labels first and measure how well they are found.")
 @click.option("--noise-kind", type=click.Choice(["symmetric", "pairs"]), default=None, show_default="symmetric",
@@ -219,7 +272,12 @@ def demo(out):
               show_default="relabel",
               help="What happens to a confident suspect; prune also drops every sample whose best label is "
                    "below --threshold; review leaves every label to a person.")
-@click.option("--epochs", type=int, default=None, help="Epochs per fold (default: the recipe's).")
+@click.option("--epochs", type=EPOCHS, default=None,
+              help="Epochs per fold, or 'auto': sized by the data (about 120,000 samples, 3-30 epochs) with "
+                   "early stopping on a validation split of each fold's training rows (default: auto).")
+@click.option("--budget", default=None,
+              help="Wall time the run may plan on, e.g. 10m or 90s: the folds' epochs are cut to fit the "
+                   "speed measured in their first epoch (default: none).")
 @click.option("--later-epochs", type=int, default=None,
               help="Epochs per fold from the second pass on (default: the recipe's).")
 @click.option("--later-augment", type=click.Choice(["affine", "none"]), default=None,
@@ -243,8 +301,9 @@ def demo(out):
               help="Label store to record into (default: OUT/labels.db).")
 @friendly_errors
 def clean(image_size, skip_bad_images, data, noise, noise_kind, folds, passes, method, threshold, policy, epochs,
-          later_epochs, later_augment, later_weighted, average_passes, min_steps, seed, limit, jobs, threads, device,
-          out, resume, store):
+          budget, later_epochs, later_augment, later_weighted, average_passes, min_steps, seed, limit, jobs, threads,
+          device,
+          out, resume, store, **table):
     """Find labels that are probably wrong (out-of-fold predictions), and fix or flag them.
 
     Writes issues.csv (most suspicious first), grid.png (up to 25 disagreements, most likely wrong
@@ -260,10 +319,10 @@ def clean(image_size, skip_bad_images, data, noise, noise_kind, folds, passes, m
       pseudolabel review runs/photos-clean/labels.db
     """
     config = dict(data=data, noise=noise, noise_kind=noise_kind, folds=folds, passes=passes, method=method,
-                  threshold=threshold, policy=policy, epochs=epochs, later_epochs=later_epochs,
+                  threshold=threshold, policy=policy, epochs=epochs, budget=budget, later_epochs=later_epochs,
                   later_augment=later_augment, later_weighted=later_weighted, average_passes=average_passes,
                   min_steps=min_steps, seed=seed, limit=limit, jobs=jobs,
-                  threads=threads, device=device, image_size=image_size, skip_bad_images=skip_bad_images)
+                  threads=threads, device=device, image_size=image_size, skip_bad_images=skip_bad_images, **table)
     if store is not None:
         config["store"] = str(store)
     result = run_clean({k: v for k, v in config.items() if v is not None}, out, resume=resume)
@@ -298,8 +357,11 @@ def _open_store(db: Path):
 def review(db, images, port, host, open_browser):
     """Review labels in a local web page; every decision is a human label event in DB.
 
-    Prints the page's URL (with a per-launch token). Keys: 0-9 set a label, a accepts the
-    suggestion, k keeps the current label, arrows move, u undoes.
+    Prints the page's URL (with a per-launch token). Keys: 0-9 set one of the first ten classes,
+    / types any class name (type-ahead), a accepts the suggestion, k keeps the current label, x is
+    "none of these", z zooms, space ticks a card (shift-click a range; a decision applies to every
+    ticked card), arrows move, u undoes your last decision. Table and text stores (a .csv or
+    .parquet source) show each row's values instead of an image.
 
     \b
     Example:
@@ -472,8 +534,10 @@ def export(db, fmt, out, split, include_unlabeled, force):
 
 # ------------------------------------------------------------------------------ sweeps and reports
 @main.command()
-@click.option("--data", required=True, help="mnist, digits, an image folder, or a .npz file.")
+@click.option("--data", required=True, help="mnist, digits, an image folder, a .npz file, or a table with "
+                                             "--label-column.")
 @_image_options
+@_table_options
 @click.option("--labeled", required=True, help="Labeled sizes, comma-separated, e.g. 100,1000.")
 @click.option("--threshold", default="0.99", show_default=True,
               help="Thresholds, comma-separated; '>' makes a per-round schedule (quote it in a shell): "
@@ -484,7 +548,7 @@ def export(db, fmt, out, split, include_unlabeled, force):
               help="Epochs per round (default: the recipe's; given alone, exactly this many).")
 @click.option("--min-steps", type=int, default=None,
               help="Optimizer steps per round at least (default: the recipe's; 0 when --epochs is given).")
-@click.option("--arch", type=click.Choice(["auto", "strided", "fast", "wide", "seed"]), default=None,
+@click.option("--arch", type=click.Choice(["auto", "sized", "strided", "fast", "wide", "seed"]), default=None,
               help="Built-in network.")
 @click.option("--recipe", type=click.Choice(["default", "frontier", "seed"]), default="default", show_default=True,
               help="default: warm-started, augmented, relabeling; seed: the case study's protocol.")
@@ -498,9 +562,11 @@ def export(db, fmt, out, split, include_unlabeled, force):
               help="Cells run at once, in worker processes of one thread each (-1: one per core; --n-jobs is "
                    "the same flag's old name).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Sweep directory.")
+@click.option("--cluster", default=None,
+              help="Run the cells as Ray tasks: local, auto or ray://HOST:PORT (every node must see --out).")
 @friendly_errors
 def sweep(data, image_size, skip_bad_images, labeled, threshold, seeds, max_iter, epochs, min_steps, arch, recipe,
-          modes, reference, device, n_jobs, out):
+          modes, reference, device, n_jobs, out, cluster=None, **table):
     """Self-training over a grid: labeled sizes x thresholds x modes x seeds, then the report.
 
     Every cell is an ordinary run directory in OUT/cells/. Run the same command again to continue
@@ -517,14 +583,14 @@ def sweep(data, image_size, skip_bad_images, labeled, threshold, seeds, max_iter
         raise InputError(f"--seeds {seeds} leaves the grid empty; give 1 or more.")
     config = {k: v for k, v in dict(data=data, max_iter=max_iter, epochs=epochs, min_steps=min_steps, arch=arch,
                                     device=device,
-                                    image_size=image_size, skip_bad_images=skip_bad_images).items()
+                                    image_size=image_size, skip_bad_images=skip_bad_images, **table).items()
               if v is not None}
     config.update(recipe=recipe, labeled=parse_int_axis(labeled, "labeled"), threshold=parse_threshold_axis(threshold),
                   seeds=list(range(seeds)), reference=reference)
     if modes is not None:
         config["modes"] = parse_modes(modes)
     try:
-        result = run_sweep(config, out, n_jobs=n_jobs)
+        result = run_sweep(config, out, n_jobs=n_jobs, cluster=cluster)
     except KeyboardInterrupt:
         click.echo("interrupted: finished cells are kept; run the same command again to continue the sweep",
                    err=True)
@@ -551,6 +617,11 @@ def report(runs, out):
     """
     path = write_report(runs, out=out, say=lambda m: click.echo(m, err=True))
     click.echo(f"report: {path}")
+
+
+# pseudolabel score (cli_scale.py): its errors end as one line too.
+score_command.callback = friendly_errors(score_command.callback)
+main.add_command(score_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,9 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils import _safe_indexing
 
-from pseudolabel._validation import check_finite, check_finite_any, encode_labels, indexable_rows, num_samples
+from pseudolabel._validation import (
+    allows_nan, check_finite, check_finite_any, encode_labels, indexable_rows, num_samples,
+)
 from pseudolabel.callbacks import Callback, notify
 from pseudolabel.exceptions import InputError
 from pseudolabel.parentwatch import exit_with_parent
@@ -42,6 +44,7 @@ def out_of_fold_proba(
     callbacks: Sequence[Callback] | None = None,
     done: Mapping[int, np.ndarray] | None = None,
     classes=None,
+    executor: Optional[Callable] = None,
 ) -> np.ndarray:
     """Predict class probabilities for every sample with a model that was not trained on it.
 
@@ -77,7 +80,9 @@ def out_of_fold_proba(
     callback : callable or None, default=None
         Called as ``callback(fold_index, n_folds, info)`` after each fold, in fold order, with
         ``info`` a dict: ``fold``, ``n_train``, ``n_test``, ``accuracy`` (on the held-out
-        fold, against the given labels) and ``seconds``.
+        fold, against the given labels) and ``seconds``; for a model that held out a validation
+        split (``ConvNetClassifier(validation_fraction=)``) also ``validation_accuracy``,
+        ``epochs`` (trained) and ``best_epoch``.
     sample_weight : array-like of shape (n_samples,) or None, default=None
         Passed, for the training rows of each fold, to ``estimator.fit(..., sample_weight=)``
         (e.g. how much each label is trusted).
@@ -92,6 +97,10 @@ def out_of_fold_proba(
     classes : array-like, optional
         The columns of the result, sorted (default ``np.unique(y)``); must hold every label of y,
         and be names when y holds names. A class no fold trains on keeps a zero column.
+    executor : callable, optional
+        Runs the folds elsewhere instead of ``n_jobs``: called once as ``executor(fn, arglists)``,
+        it returns ``fn(*args)`` for each of ``arglists``, in order (e.g.
+        ``pseudolabel.cluster.Cluster.fold_executor()``: each fold a Ray task).
 
     Returns
     -------
@@ -136,7 +145,10 @@ def out_of_fold_proba(
     def fit_fold(k):
         return _fit_predict_fold(clone(estimator), X, y, splits[k][0], splits[k][1], classes, sample_weight)
 
-    if n_jobs in (None, 1):
+    if executor is not None:
+        results = executor(_fit_predict_fold, [(clone(estimator), X, y, splits[k][0], splits[k][1], classes,
+                                                sample_weight) for k in todo])
+    elif n_jobs in (None, 1):
         def one_by_one():
             for k in todo:
                 notify(callbacks, "on_fold_begin", k, n_folds,
@@ -151,14 +163,14 @@ def out_of_fold_proba(
             delayed(_fit_predict_fold_in_worker)(clone(estimator), X, y, splits[k][0], splits[k][1], classes,
                                                  sample_weight)
             for k in todo)
-    for k, (fold_proba, seconds) in zip(todo, results):
+    for k, (fold_proba, seconds, fitted) in zip(todo, results):
         test = splits[k][1]
         proba[test] = fold_proba
         if callback is None and not callbacks:
             continue
         predicted = classes[np.argmax(fold_proba, axis=1)]
         info = {"fold": k, "n_train": int(len(splits[k][0])), "n_test": int(len(test)),
-                "accuracy": float(np.mean(predicted == y[test])), "seconds": float(seconds)}
+                "accuracy": float(np.mean(predicted == y[test])), "seconds": float(seconds), **fitted}
         if callback is not None:
             callback(k, n_folds, dict(info))
         notify(callbacks, "on_fold_end", k, n_folds, {**info, "test": test, "proba": fold_proba})
@@ -268,8 +280,10 @@ def _check_inputs(estimator, X, y) -> tuple[np.ndarray, np.ndarray | None]:
     if n_x != len(y):
         raise InputError(f"X and y must be the same length, but X is length {n_x} and y is length {len(y)}; "
                          "pass one label per sample.")
-    # Only check arrays we can see without loading: a lazy image reader is not materialized.
-    check_finite_any(X, "X")
+    # Only check arrays we can see without loading: a lazy image reader is not materialized. NaN goes
+    # on to a model that handles it (scikit-learn's allow_nan tag: boosted trees, forests).
+    if not allows_nan(estimator):
+        check_finite_any(X, "X")
     return y, names
 
 
@@ -318,9 +332,10 @@ def _fit_predict_fold_in_worker(*args):
     return _fit_predict_fold(*args)
 
 
-def _fit_predict_fold(estimator, X, y, train, test, classes, sample_weight=None) -> tuple[np.ndarray, float]:
+def _fit_predict_fold(estimator, X, y, train, test, classes, sample_weight=None) -> tuple[np.ndarray, float, dict]:
     """Fit on `train` (with its rows of `sample_weight`, if given), predict `test`, and put the
-    columns where `classes` says they belong."""
+    columns where `classes` says they belong. Returns (probabilities, seconds, what the fit
+    reported: ``validation_accuracy`` and ``epochs`` of a model that early-stopped)."""
     start = time.perf_counter()
     fit_params = {} if sample_weight is None else {"sample_weight": sample_weight[train]}
     estimator.fit(_safe_indexing(X, train), y[train], **fit_params)
@@ -339,4 +354,8 @@ def _fit_predict_fold(estimator, X, y, train, test, classes, sample_weight=None)
     full = np.zeros((len(test), len(classes)), dtype=np.float64)
     # A training part that lacks a class gives fewer columns: map them by class value.
     full[:, np.searchsorted(classes, fitted_classes)] = fold_proba
-    return full, time.perf_counter() - start
+    fitted = {}
+    if getattr(estimator, "validation_accuracy_", None) is not None:
+        fitted = {"validation_accuracy": float(estimator.validation_accuracy_),
+                  "epochs": len(getattr(estimator, "history_", ())), "best_epoch": int(estimator.best_epoch_)}
+    return full, time.perf_counter() - start, fitted

@@ -29,6 +29,7 @@ from pseudolabel.exceptions import DataError, InputError, one_line
 from pseudolabel.imagefolder import (  # noqa: F401  (re-exported: the public path of image folders)
     IGNORED_FOLDERS, IMAGE_EXTENSIONS, UNLABELED_FOLDERS, load_image_folder, read_images,
 )
+from pseudolabel.tabular import TABLE_SUFFIXES, load_table
 
 __all__ = [
     "Dataset", "load_mnist", "read_idx", "load_digits", "load_image_folder", "read_images",
@@ -453,9 +454,13 @@ def load_arrays(path) -> Dataset:
     )
 
 
-def load_dataset(spec, *, image_size=None, skip_bad: bool = False) -> Dataset:
+def load_dataset(spec, *, image_size=None, skip_bad: bool = False, label_column: str | None = None,
+                 text_column: str | None = None) -> Dataset:
     """Load what a ``--data`` option names: ``"mnist"``, ``"digits"``, a folder (MNIST files or
     images), an .npz of arrays, or a CSV manifest (its folder is the image folder).
+
+    With ``label_column`` a .csv or .parquet file is a table (or, with ``text_column``, texts):
+    :func:`pseudolabel.tabular.load_table`.
 
     ``image_size`` and ``skip_bad`` are passed to :func:`load_image_folder` for an image folder or
     manifest. ``skip_bad`` means nothing for arrays (there are no files to skip); ``image_size``
@@ -468,6 +473,18 @@ def load_dataset(spec, *, image_size=None, skip_bad: bool = False) -> Dataset:
     """
     text = str(spec).strip()
     path = Path(text).expanduser()
+    if label_column is not None or text_column is not None:
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise InputError(f"--label-column and --text-column name columns of a .csv or .parquet table, and "
+                             f"data {text!r} is not one; pass a table, or leave those options out.")
+        if label_column is None:
+            raise InputError("--text-column needs --label-column: name the column of labels too.")
+        if image_size is not None or skip_bad:
+            raise InputError("--image-size and --skip-bad-images apply to images, not to a table; drop them.")
+        return load_table(path, label_column, text_column=text_column)
+    if path.suffix.lower() in (".parquet", ".pq") and path.is_file():
+        raise InputError(f"data {text!r} is a table; pass --label-column COLUMN to say which column holds the "
+                         "labels (and --text-column for a column of texts).")
     arrays = (text.lower() in ("mnist", "digits") or (path.is_file() and path.suffix.lower() == ".npz")
               or (path.is_dir() and _mnist_in(path) is not None))
     if image_size is not None and arrays:
@@ -484,7 +501,12 @@ def load_dataset(spec, *, image_size=None, skip_bad: bool = False) -> Dataset:
     if path.is_file() and path.suffix.lower() == ".npz":
         return load_arrays(path)
     if path.is_file() and path.suffix.lower() == ".csv":
-        return load_image_folder(path.parent, manifest=path, image_size=image_size, skip_bad=skip_bad)
+        try:
+            return load_image_folder(path.parent, manifest=path, image_size=image_size, skip_bad=skip_bad)
+        except DataError as err:
+            if "expected 'path' and 'label'" not in str(err):
+                raise
+            raise DataError(f"{err} Or, for a table of features or texts, pass --label-column COLUMN.") from None
     found = "does not exist" if not path.exists() else "is neither a folder, an .npz nor a .csv file"
     raise InputError(
         f"data {text!r} {found}; pass 'mnist', 'digits', a folder of images (PATH/<class>/<image>.png), "

@@ -206,8 +206,8 @@ def _clean_section(info: RunInfo, plot_dir: Path, prefix: str) -> tuple[str, pd.
     parts.append("<h3>Suspects</h3>")
     parts.append(_img(grid, "The most suspicious samples: given label | suggested label (confidence).",
                       "suspect images") if grid else "<p>(no grid.png in the run directory)</p>")
-    cols = [c for c in ("item", "given", "predicted", "p_given", "p_max", "score", "is_issue", "is_noisy")
-            if c in issues]
+    cols = [c for c in ("item", "given", "given_class", "predicted", "predicted_class", "p_given", "p_max", "score",
+                        "is_issue", "is_noisy") if c in issues]
     parts += ["<h3>Most suspicious samples</h3>", _table(issues[cols].head(20), 3), folds_html]
     return "".join(parts), pr
 

@@ -11,6 +11,7 @@ Files written: ``config.json``, ``history.jsonl`` (one record per fold, then a s
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from dataclasses import dataclass
@@ -26,14 +27,15 @@ from pseudolabel.callbacks import EpochProgress, say as _say
 from pseudolabel.datasets import Dataset, load_dataset
 from pseudolabel.exceptions import InputError
 from pseudolabel.imagegrid import suspect_grid
-from pseudolabel.issues import fix_labels
+from pseudolabel.issues import ErrorEstimate, estimate_label_errors, fix_labels
 from pseudolabel.jobs import outputs
 # The passes and the data live in clean_passes.py and clean_data.py; their public names stay importable here.
 from pseudolabel.jobs.clean_data import HOLDOUT, CleanData, digest, prepare_data  # noqa: F401
 from pseudolabel.jobs.clean_passes import (AUTO_SECOND_PASS, build_estimator, combine_passes,  # noqa: F401
                                            fold_splits, later_pass_labels, n_passes, oof_by_fold, oof_passes,
                                            pass_config, workers)
-from pseudolabel.jobs.config import NOISE_KINDS, CleanConfig, make_model  # noqa: F401  (NOISE_KINDS: public here)
+from pseudolabel.jobs.config import (NOISE_KINDS, CleanConfig, check_data,  # noqa: F401  (NOISE_KINDS: public here)
+                                     make_model)
 from pseudolabel.jobs.context import JobContext
 from pseudolabel.jobs.recipes import CLEAN_DEFAULTS as DEFAULTS
 from pseudolabel.parentwatch import exit_with_parent
@@ -92,7 +94,8 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
 
 
 def _labels_frame(data: CleanData, proba, classes, new, record) -> pd.DataFrame:
-    """One row per checked item: item, given, label (-1 = dropped), source, confidence, action."""
+    """One row per checked item: item, given, label (-1 = dropped), source, confidence, action, and
+    the class names of the given label and the label (given_class, class_name)."""
     n = len(data.y)
     action = np.full(n, "none", dtype=object)
     action[record["item"].to_numpy()] = record["action"].to_numpy()
@@ -102,7 +105,15 @@ def _labels_frame(data: CleanData, proba, classes, new, record) -> pd.DataFrame:
         "item": data.ds.items, "given": data.y, "label": new,
         "source": np.where(action == "relabel", "corrected", "given"),
         "confidence": confidence, "action": action,
+        "given_class": class_names(data.ds, data.y), "class_name": class_names(data.ds, new),
     })
+
+
+def class_names(ds: Dataset, labels) -> np.ndarray:
+    """The class name of each label ("" for -1): what labels.csv and issues.csv show beside the codes."""
+    labels = np.asarray(labels, dtype=np.int64)
+    names = np.asarray(ds.classes, dtype=object)
+    return np.where(labels >= 0, names[np.clip(labels, 0, len(names) - 1)], "")
 
 
 def _manifest_frame(data: CleanData, issues: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -217,13 +228,16 @@ def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Ca
     t_start = time.perf_counter()
     config = CleanConfig.resume(out, config, say) if resume else CleanConfig.coerce(config)
     ds = dataset if dataset is not None else load_dataset(config.data, image_size=config.image_size,
-                                                          skip_bad=config.skip_bad_images)
+                                                          skip_bad=config.skip_bad_images,
+                                                          label_column=config.label_column,
+                                                          text_column=config.text_column)
+    check_data(config.model_name, config.data_kind, ds.X)  # before anything is written
     data = prepare_data(config, ds)
     splits = fold_splits(data.y, config.folds, config.seed, say)  # a class too small stops here
     # One thread per process by default: OpenMP threads that spin against any other load made a
     # digits run 4x slower on a busy 2-core machine; --jobs gives parallelism by processes.
     # (make_model loads torch's OpenMP runtime first, so the limit reaches it.)
-    make_model(config.model, config.seed)
+    make_model(config.model, config.seed, name=config.model_name)
     limits = threadpool_limits(limits=config.threads)
     try:
         with JobContext() as ctx:
@@ -252,6 +266,8 @@ def _clean(config: CleanConfig, ds: Dataset, data: CleanData, splits, run: RunDi
     proba, classes, issues = oof_passes(run, config, data, splits, say, t_start)
     t_oof = time.perf_counter() - t_start
 
+    estimate = estimate_label_errors(data.y, proba, classes=classes, random_state=config.seed)
+    say(estimate.line())
     new, record = fix_labels(data.y, proba, threshold=config.threshold, policy=config.policy,
                              issues=issues, classes=classes, return_record=True)
     labels = _labels_frame(data, proba, classes, new, record)
@@ -259,11 +275,14 @@ def _clean(config: CleanConfig, ds: Dataset, data: CleanData, splits, run: RunDi
     table = issues.assign(key=[data.ds.items[i] for i in rows])
     if data.noisy is not None:
         table["is_noisy"] = data.noisy[rows]
+    table["given_class"] = class_names(data.ds, table["given"].to_numpy())
+    table["predicted_class"] = class_names(data.ds, table["predicted"].to_numpy())
     table = table[["item", "key"] + [c for c in table.columns if c not in ("item", "key")]]
     files = {"issues": _write_csv(run.path / "issues.csv", table),
              "labels": _write_csv(run.path / "labels.csv", labels)}
-    files["grid"] = suspect_grid(data.images, issues, run.path / "grid.png", n=min(25, len(issues)),
-                                 class_names=data.ds.classes)
+    if config.data_kind == "images":  # a table's rows and texts have no picture to draw
+        files["grid"] = suspect_grid(data.images, issues, run.path / "grid.png", n=min(25, len(issues)),
+                                     class_names=data.ds.classes)
     if ds.root is not None:
         files["manifest"] = _write_csv(run.path / "manifest.csv", _manifest_frame(data, issues, labels))
     n_fixed = _record_store(store, data, config, issues, labels, record)
@@ -277,6 +296,7 @@ def _clean(config: CleanConfig, ds: Dataset, data: CleanData, splits, run: RunDi
         "n_relabeled": n_fixed, "n_dropped": int(actions.get("drop", 0)),
         "n_review": int(actions.get("review", 0)), "n_kept": int(actions.get("keep", 0)),
         "oof_accuracy_given": float(np.mean(classes[proba.argmax(1)] == data.y)), "oof_seconds": t_oof,
+        "estimated_wrong": dataclasses.asdict(estimate),
     }
     if data.noisy is not None:
         kept = new >= 0
@@ -301,10 +321,13 @@ def report_lines(result: CleanResult) -> list[str]:
     acted = {"relabel": f"{s['n_relabeled']} relabeled", "drop": f"{s['n_dropped']} dropped",
              "prune": f"{s['n_relabeled']} relabeled, {s['n_dropped']} dropped (unsure)",
              "review": f"{s['n_review']} to review"}[result.run.config.get("policy", "relabel")]
+    est = s.get("estimated_wrong")
     lines = [f"checked {s['n_samples']} labels: {s['n_flagged']} flagged as likely wrong; {acted}"
              + (f", {s['n_kept']} kept (prediction below the threshold)" if s["n_kept"] else "")]
+    if est:
+        lines.append(ErrorEstimate(**est).line())
     lines.append(f"suspects: {f['issues']} (grid of up to 25 disagreements, most likely wrong first: "
-                 f"{f['grid']})")
+                 f"{f['grid']})" if "grid" in f else f"suspects: {f['issues']} (most likely wrong first)")
     lines.append(f"labels: {f['labels']}; label store: {f['store']} (open it with: pseudolabel review {f['store']})")
     if "manifest" in f:
         lines.append(f"manifest of decisions: {f['manifest']} (no image was moved, renamed or deleted)")

@@ -8,6 +8,7 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from sklearn.utils.validation import has_fit_parameter
 
 from pseudolabel.callbacks import Callback, EpochProgress, say as _say
 from pseudolabel.crossval import fold_splits as _crossval_splits, out_of_fold_proba
@@ -31,7 +32,7 @@ def build_estimator(config: Mapping, callbacks=None):
     """The ConvNetClassifier a clean run trains in every fold (and for the test-accuracy models);
     ``config`` a :class:`CleanConfig` or a dict of its options."""
     config = CleanConfig.coerce(config)
-    return make_model(config.model, config.seed, callbacks)
+    return make_model(config.model, config.seed, callbacks, name=config.model_name)
 
 
 def fold_splits(y: np.ndarray, folds: int, seed: int, say=_say) -> list:
@@ -47,6 +48,22 @@ def fold_splits(y: np.ndarray, folds: int, seed: int, say=_say) -> list:
 
 def workers(config: Mapping, n_tasks: int) -> int:
     return max(1, min(int(config.get("jobs") or 1), n_tasks))
+
+
+# Of the time left, the share the folds of a pass may plan on: the rest is for predicting, ranking,
+# fixing and writing (and, with passes="auto", part of it for a second pass).
+BUDGET_SHARE = 0.8
+
+
+def fold_budget(config: Mapping, t_start: float, n_workers: int, n_todo: int) -> float | None:
+    """Seconds each fold's model may train for, from the job's ``budget`` (None: no budget): the
+    time left times :data:`BUDGET_SHARE`, over the waves of ``n_workers`` folds at a time."""
+    budget = config.get("budget")
+    if not budget or not n_todo:
+        return None
+    left = float(budget) - (time.perf_counter() - t_start)
+    waves = -(-n_todo // max(n_workers, 1))
+    return max(1.0, left * BUDGET_SHARE / waves)
 
 
 class FoldCheckpoint(Callback):
@@ -73,6 +90,9 @@ class FoldCheckpoint(Callback):
         record = {"record": "fold", "pass": self.pass_no, "fold": k, "n_train": info["n_train"],
                   "n_test": info["n_test"], "accuracy_given": float(np.mean(predicted == data.y[test])),
                   "seconds": info["seconds"]}
+        for key in ("validation_accuracy", "epochs", "best_epoch"):
+            if key in info:
+                record[key] = info[key]
         if data.y_true is not None:
             record["accuracy_true"] = float(np.mean(predicted == data.y_true[test]))
         record["elapsed_s"] = time.perf_counter() - self.t_start
@@ -81,8 +101,10 @@ class FoldCheckpoint(Callback):
         self.run.append_history(record)
         self.records[k] = record
         acc = f", {record['accuracy_true']:.4f} against the true labels" if "accuracy_true" in record else ""
+        val = (f"; validation {record['validation_accuracy']:.4f} (epoch {record['best_epoch']} of "
+               f"{record['epochs']})" if "validation_accuracy" in record else "")
         self.say(f"{self.tag}fold {k + 1}/{n_folds}: held-out accuracy {record['accuracy_given']:.4f} against the "
-                 f"given labels{acc}, {info['seconds']:.1f} s")
+                 f"given labels{acc}{val}, {info['seconds']:.1f} s")
 
 
 def oof_by_fold(run: RunDirectory, config: Mapping, data: CleanData, splits: list, say=_say,
@@ -126,6 +148,13 @@ def oof_by_fold(run: RunDirectory, config: Mapping, data: CleanData, splits: lis
         say(f"{tag}training folds {', '.join(str(k + 1) for k in todo)} of {n_folds}, {n_workers} at a time")
     progress = EpochProgress(every=10.0, round=None, say=say) if n_workers == 1 else None
     estimator = build_estimator(config, [progress] if progress else None)
+    per_fit = fold_budget(config, t_start, n_workers, len(todo))
+    if per_fit is not None and "budget" in estimator.get_params():
+        estimator.set_params(budget=per_fit)
+        say(f"{tag}budget: {per_fit:.0f} s per fold")
+    if weights is not None and not has_fit_parameter(estimator, "sample_weight"):
+        say(f"note: {type(estimator).__name__}.fit takes no sample_weight: pass {pass_no} trains unweighted")
+        weights = None
     saver = FoldCheckpoint(run, data, labels_key, pass_no, records, t_start, say, progress)
     proba = out_of_fold_proba(estimator, data.X, y, cv=splits, n_jobs=n_workers, sample_weight=weights,
                               callbacks=[saver], done=done, classes=classes)

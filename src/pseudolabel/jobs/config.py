@@ -27,17 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from pseudolabel._validation import Boolean, Interval, Options, Satisfies, check_params
 from pseudolabel.exceptions import InputError, RunDirectoryError
 from pseudolabel.issues import METHODS, POLICIES
-from pseudolabel.jobs.recipes import CLEAN_RECIPES, RECIPES
+from pseudolabel.jobs.recipes import CLEAN_RECIPES, RECIPES, SCORE_RECIPES
 from pseudolabel.runs import CONFIG, RunDirectory, jsonable
 from pseudolabel.selftrain import SelfTraining
 
 # Written by RunDirectory.create beside the config; never part of a job's settings.
 _RUN_KEYS = ("job", "created_at")
 # Where a resumed run may differ from its saved config: where it runs, not what it computes.
-RESUME_SAFE = ("device", "jobs", "threads")
+RESUME_SAFE = ("device", "jobs", "threads", "cluster", "workers")
 # Not compared on resume: the data is checked item by item (selftrain) or by the folds' label
 # digests (clean); ids and the start are the run's own; the store is compared by resolved path.
 _NOT_COMPARED = ("data", "run_id", "start", "store")
@@ -71,21 +73,55 @@ def model_param_names() -> frozenset:
     return frozenset(ConvNetClassifier().get_params()) - {"module", "random_state", "callbacks", "verbose"}
 
 
-def make_model(model: Mapping, seed: int, callbacks=None):
-    """The ConvNetClassifier of ``model``'s parameters, seeded."""
-    from pseudolabel.models import ConvNetClassifier  # torch is loaded lazily
+def make_model(model: Mapping, seed: int, callbacks=None, name: str | None = None):
+    """The estimator ``name`` names (:func:`pseudolabel.models.registry.make_model`; None: the
+    ConvNetClassifier) with ``model``'s parameters (the torch models'), seeded."""
+    from pseudolabel.models.registry import make_model as registry_model  # torch is loaded lazily
 
-    return ConvNetClassifier(random_state=seed, callbacks=callbacks, **dict(model))
+    return registry_model(name, random_state=seed, callbacks=callbacks, **dict(model))
+
+
+def check_data(model_name: str | None, kind: str, X) -> None:
+    """Refuse, in one line before anything is written, a table with missing numbers for a model
+    that cannot take them (hgb and forest can)."""
+    if kind != "table" or getattr(X, "dtype", None) is None or X.dtype.kind != "f":
+        return
+    from pseudolabel.models.registry import allows_nan, make_model as registry_model  # torch: lazily
+
+    missing = np.isnan(X).any(axis=1)
+    if missing.any():
+        estimator = registry_model(model_name) if model_name.startswith("module:") else None
+        if not allows_nan(model_name, estimator):
+            raise InputError(f"{int(missing.sum())} of {len(X)} rows have missing numbers, which --model {model_name} "
+                             "cannot take; use --model hgb or forest (they take missing values), or fill them in.")
+
+
+def parse_duration(text) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"10m"``, ``"1.5h"`` (a number alone is seconds)."""
+    raw = str(text).strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(raw[-1:], None)
+    try:
+        value = float(raw[:-1] if scale else raw) * (scale or 1)
+    except ValueError:
+        raise InputError(f"budget {text!r} is not a duration; write e.g. 90s, 10m or 1.5h.") from None
+    if not value > 0 or value == float("inf"):
+        raise InputError(f"budget {text!r} must be a positive duration; write e.g. 90s, 10m or 1.5h.")
+    return value
 
 
 _SEED = [Interval(int, 0, None)]
 # Stricter than the model's own rules where a job needs it: a job that trains zero epochs would
 # write a run of untrained models.
 _JOB_CONSTRAINTS = {
-    "epochs": [Interval(int, 1, None)],
+    "epochs": [Interval(int, 1, None), Options("auto")],
     "image_size": [Satisfies(lambda v: _check_size(v), "a (height, width) pair of ints >= 1"), None],
     "skip_bad_images": [Boolean()],
 }
+
+
+def _check_text(value) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"not a non-empty string: {value!r}")
 
 
 def _check_size(value) -> None:
@@ -113,6 +149,12 @@ class JobConfig(Mapping):
     # cannot be decoded (a line names them) instead of refusing the folder.
     image_size: Any = None
     skip_bad_images: bool = False
+    # A table or texts (pseudolabel.tabular): the label column, and the column of texts (None: a
+    # table's other columns are the features). model_name: --model (models/registry.py); None is
+    # the CNN for images, and a table's or text's default is resolved (and saved) by build.
+    label_column: str | None = None
+    text_column: str | None = None
+    model_name: str | None = None
     model: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -137,6 +179,10 @@ class JobConfig(Mapping):
         when the caller sets the epochs but not the minimum."""
         if "epochs" in given and "min_steps" not in given:
             flat["min_steps"] = 0
+        if flat.get("model_name") is None and flat.get("label_column") is not None:
+            from pseudolabel.models.registry import default_model  # torch is loaded lazily
+
+            flat["model_name"] = default_model("text" if flat.get("text_column") is not None else "table")
 
     @classmethod
     def coerce(cls, config) -> "JobConfig":
@@ -214,13 +260,31 @@ class JobConfig(Mapping):
         """Check every value against the one table of each owner; raises InputError naming the
         first bad one (as a command-line flag). Returns self."""
         check_params(self.to_dict(), {**_JOB_CONSTRAINTS, **self.constraints})
-        make_model(self.model, 0).check_params()
+        from pseudolabel.models.registry import check_model  # torch is loaded lazily
+
+        for flag, value in (("--label-column", self.label_column), ("--text-column", self.text_column),
+                            ("--model", self.model_name)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise InputError(f"{flag} must be a non-empty name. Got {value!r} instead.")
+        if self.text_column is not None and self.label_column is None:
+            raise InputError("--text-column needs --label-column: name the column of labels too.")
+        estimator = make_model(self.model, 0, name=self.model_name)  # an unknown name stops here
+        check_model(self.model_name, self.data_kind)
+        if hasattr(estimator, "check_params"):  # the torch models check their own parameters
+            estimator.check_params()
         check_device(self.model.get("device", "auto"))
         self._check_more()
         return self
 
     def _check_more(self) -> None:
         """Checks that need more than one value (a subclass's)."""
+
+    @property
+    def data_kind(self) -> str:
+        """"images", "table" (``label_column`` given) or "text" (``text_column`` too)."""
+        if self.label_column is None:
+            return "images"
+        return "text" if self.text_column is not None else "table"
 
     # -- reading, as the flat dict config.json holds -----------------------------------------
     def to_dict(self) -> dict:
@@ -251,8 +315,10 @@ class SelfTrainConfig(JobConfig):
         "seed": _SEED,
         "recipe": [Options(*RECIPES)],
         "final_epochs": [Interval(int, 1, None), None],
-        "final_arch": [Options("auto", "strided", "fast", "wide", "seed"), None],
+        "final_arch": [Options("auto", "sized", "strided", "fast", "wide", "seed"), None],
         "start": [Options("data", "store"), None],
+        "holdout": [Interval(float, 0.0, 1.0, closed="left")],
+        "validation": [Interval(float, 0.0, 1.0, closed="left")],
     }
 
     labeled: int | None = None
@@ -264,6 +330,12 @@ class SelfTrainConfig(JobConfig):
     final_epochs: int | None = None
     final_arch: str | None = None
     start: str | None = None
+    # A table or texts without a test split: this share of each class's given labels is held out
+    # to measure accuracy (jobs.selftrain.hold_out); 0 trains on every label.
+    holdout: float = 0.2
+    # This share of each class's given labels is set aside (never trained on) to score every round;
+    # the run keeps the round that scores best (jobs.selftrain.RoundRecorder); 0: the last round.
+    validation: float = 0.0
 
     def _check_more(self) -> None:
         self.selftraining().check_params()
@@ -271,12 +343,12 @@ class SelfTrainConfig(JobConfig):
     def selftraining(self, callbacks=None) -> SelfTraining:
         """The SelfTraining of this config around its model; ``callbacks`` go to every model (their
         epoch hooks) and to SelfTraining (their round hooks)."""
-        clf = make_model(self.model, self.seed, callbacks)
+        clf = make_model(self.model, self.seed, callbacks, name=self.model_name)
         final = None
         if self.final_epochs:  # a student trained from scratch on the last round's labels
             final = make_model({**self.model, "arch": self.final_arch or self.model.get("arch", "auto"),
                                 "epochs": self.final_epochs, "min_steps": 0, "warm_start": False},
-                               self.seed + 1, callbacks)
+                               self.seed + 1, callbacks, name=self.model_name)
         return SelfTraining(clf, threshold=self.threshold, max_iter=self.max_iter, relabel=self.relabel,
                             class_quota=self.class_quota, given_share=self.given_share, final_estimator=final,
                             callback=list(callbacks) if callbacks else None)
@@ -306,6 +378,7 @@ class CleanConfig(JobConfig):
         "later_augment": [Options("affine", "none")],
         "later_weighted": [Boolean()],
         "average_passes": [Boolean()],
+        "budget": [Interval(float, 0.0, None, closed="neither"), None],
     }
 
     folds: int = 4
@@ -323,10 +396,13 @@ class CleanConfig(JobConfig):
     later_augment: str = "affine"
     later_weighted: bool = True
     average_passes: bool = True
+    budget: float | None = None
 
     @classmethod
     def _adjust(cls, flat: dict, given: dict) -> None:
         super()._adjust(flat, given)
+        if isinstance(flat.get("budget"), str):
+            flat["budget"] = parse_duration(flat["budget"])
         passes = flat.get("passes")
         if isinstance(passes, str) and passes.strip().isdigit():
             flat["passes"] = int(passes)
@@ -336,6 +412,8 @@ class CleanConfig(JobConfig):
         """A saved config.json; a run from before later passes had their own recipe resumes
         with the old behaviour (its later passes train like the first, unweighted, unaveraged)."""
         saved = dict(saved)
+        if "validation_fraction" not in saved:  # a run from before early stopping: its folds did not
+            saved.update(validation_fraction=None)
         if "later_epochs" not in saved:
             saved.update(later_epochs=saved.get("epochs", CLEAN_RECIPES["default"]["epochs"]),
                          later_augment=saved.get("augment") or "none", later_weighted=False, average_passes=False)
@@ -346,8 +424,35 @@ class CleanConfig(JobConfig):
         ``later_epochs`` and ``later_augment`` ("none": no augmentation) replace the model's."""
         if pass_no < 2:
             return self
-        return self.replace(epochs=self.later_epochs,
+        # validation_fraction=None: the later passes' recipe was chosen training on every row
+        return self.replace(epochs=self.later_epochs, validation_fraction=None,
                             augment=None if self.later_augment == "none" else self.later_augment)
+
+
+@dataclass
+class ScoreConfig(JobConfig):
+    """The score job: a run's saved model (``run``) over a pool (``pool``: .npy, image folder or
+    manifest), ``chunk_size`` images at a time, optionally with every class's probability
+    (``proba``), locally or on a Ray cluster (``cluster``: local, auto, ray://HOST:PORT; ``workers``
+    actors, default one per GPU or CPU)."""
+
+    job: ClassVar[str] = "score"
+    recipes: ClassVar[dict] = SCORE_RECIPES
+    constraints: ClassVar[dict] = {
+        "run": [Satisfies(lambda v: _check_text(v), "a path")],
+        "pool": [Satisfies(lambda v: _check_text(v), "a path")],
+        "chunk_size": [Interval(int, 1, None)],
+        "proba": [Boolean()],
+        "cluster": [Satisfies(lambda v: _check_text(v), "local, auto or ray://HOST:PORT"), None],
+        "workers": [Interval(int, 1, None), None],
+    }
+
+    run: str | None = None
+    pool: str | None = None
+    chunk_size: int = 4096
+    proba: bool = False
+    cluster: str | None = None
+    workers: int | None = None
 
 
 def config_for(job: str, options: Mapping) -> JobConfig:

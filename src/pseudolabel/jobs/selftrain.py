@@ -5,6 +5,7 @@ drops history records after it, and continues with the same seed to the same res
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pseudolabel.callbacks import Callback, EpochProgress, say as _say
 from pseudolabel.datasets import Dataset, load_dataset, read_images
 from pseudolabel.exceptions import InputError
 from pseudolabel.jobs import outputs
-from pseudolabel.jobs.config import SelfTrainConfig
+from pseudolabel.jobs.config import SelfTrainConfig, check_data
 from pseudolabel.jobs.context import JobContext
 # The recipes by name live in jobs/recipes.py; their names stay importable from here.
 from pseudolabel.jobs.recipes import DEFAULTS, FRONTIER, FULL_LABELS, RECIPES, SEED_PROTOCOL  # noqa: F401
@@ -53,6 +54,52 @@ def hide_labels(y: np.ndarray, n_labeled: int, seed: int) -> np.ndarray:
     out = np.full_like(y, -1)
     out[keep] = y[keep]
     return out
+
+
+def hold_out(ds: Dataset, share: float, seed: int, say=_say) -> Dataset:
+    """A table's or texts' data set with ``share`` of each class's given labels moved to the test
+    split, when it has none: the rounds' test accuracy is then measured on labels the model never
+    trains on (never on invented ones). One label per class always stays for training; the rows
+    are the same on every resume (seeded). The held-out rows are left out of the run's outputs."""
+    if ds.X_test is not None or not share:
+        return ds
+    rng = np.random.default_rng(seed)
+    parts = []
+    for c in np.unique(ds.y[ds.y >= 0]):
+        rows = np.flatnonzero(ds.y == c)
+        n_hold = min(len(rows) - 1, int(np.floor(share * len(rows) + 0.5)))
+        if n_hold > 0:
+            parts.append(rng.choice(rows, n_hold, replace=False))
+    if not parts:
+        say(f"note: too few labels to hold out {share:.0%} of them; no accuracy is measured")
+        return ds
+    test = np.sort(np.concatenate(parts))
+    keep = np.setdiff1d(np.arange(len(ds)), test)
+    say(f"note: no test split: {len(test)} of the {int((ds.y >= 0).sum())} given labels ({share:.0%} of each class) "
+        "are held out, never trained on; the test accuracy below is measured on them (--holdout 0: train on all)")
+    return dataclasses.replace(_subset(ds, keep), X_test=_safe_indexing(ds.X, test), y_test=ds.y[test],
+                               items_test=[ds.items[i] for i in test])
+
+
+# What a picked round puts back into SelfTraining besides its model.
+PICKED_STATE = ("transduction_", "labeled_iter_", "label_confidence_")
+
+
+def validation_rows(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows kept for training, validation rows): ``share`` of each class's given labels (y >= 0),
+    at least one label per class left to train on, the same rows for the same seed; None when no
+    class can spare a label."""
+    rng = np.random.default_rng([seed, 7])
+    parts = []
+    for c in np.unique(y[y >= 0]):
+        rows = np.flatnonzero(y == c)
+        n_val = min(len(rows) - 1, int(np.floor(share * len(rows) + 0.5)))
+        if n_val > 0:
+            parts.append(rng.choice(rows, n_val, replace=False))
+    if not parts:
+        return None
+    val = np.sort(np.concatenate(parts))
+    return np.setdiff1d(np.arange(len(y)), val), val
 
 
 def build_selftraining(config: Mapping, progress: EpochProgress | None = None):
@@ -156,8 +203,13 @@ def run_selftrain(config: Mapping, out: str | Path, *, resume: bool = False,
     # On resume the saved config, checked against the options before the run is touched.
     config = SelfTrainConfig.resume(out, config, say) if resume else SelfTrainConfig.coerce(config)
     ds = dataset if dataset is not None else load_dataset(config.data, image_size=config.image_size,
-                                                          skip_bad=config.skip_bad_images)
-    if ds.X.dtype == object:  # image files: decode once, before a run directory exists, so a
+                                                          skip_bad=config.skip_bad_images,
+                                                          label_column=config.label_column,
+                                                          text_column=config.text_column)
+    check_data(config.model_name, config.data_kind, ds.X)  # before anything is written
+    if config.data_kind != "images":
+        ds = hold_out(ds, config.holdout, config.seed, say)
+    elif ds.X.dtype == object:  # image files: decode once, before a run directory exists, so a
         # corrupt image stops the run with nothing written and no round decodes the folder again
         ds = dataclasses.replace(ds, X=read_images(list(ds.X), size=ds.image_size, notes=ds.notes))
     for note in ds.notes:
@@ -183,10 +235,23 @@ def run_selftrain(config: Mapping, out: str | Path, *, resume: bool = False,
                 outputs.write_start_labels(run, [ds.items[i] for i in rows], y_partial, given_source)
             store = store or ctx.open_store(run.path / STORE_FILE)
         ds = _subset(ds, rows)
+        val = None
+        if config.validation:
+            split = validation_rows(y_partial, config.validation, config.seed)
+            if split is None:
+                say(f"note: too few labels to set {config.validation:.0%} aside; the last round is kept")
+            else:
+                keep, val_rows = split
+                val = (_safe_indexing(ds.X, val_rows), y_partial[val_rows])
+                say(f"note: {len(val_rows)} of the {int((y_partial >= 0).sum())} given labels are set aside "
+                    "to pick the round (never trained on, not in the store)")
+                ds, y_partial = _subset(ds, keep), y_partial[keep]
+                y_true = None if y_true is None else y_true[keep]
+                given_source = None if given_source is None else given_source[keep]
         recorder = outputs.StoreRecorder(store, ds, config.run_id, job="selftrain", config=config.to_dict())
         if given_source is None:
             recorder.record_given(y_partial)
-        return _fit_and_record(config, ds, run, recorder, y_partial, y_true, given_source, resume, say)
+        return _fit_and_record(config, ds, run, recorder, y_partial, y_true, given_source, resume, say, val)
 
 
 class RoundRecorder(Callback):
@@ -195,25 +260,46 @@ class RoundRecorder(Callback):
     Into the store before the checkpoint: a kill in between redoes the round, and the recorder
     (diffing against the store) writes nothing twice."""
 
-    def __init__(self, run: RunDirectory, recorder, say, t_start: float):
+    def __init__(self, run: RunDirectory, recorder, say, t_start: float, val=None):
         self.run, self.recorder, self.say, self.t_start = run, recorder, say, t_start
+        self.val, self.best = val, None
 
     def on_round_end(self, st, record: dict) -> None:
         record = {**record, "elapsed_s": time.perf_counter() - self.t_start}
+        if self.val is not None:  # score the round on the labels set aside; a tie goes to the later round
+            record["val_accuracy"] = float(np.mean(st.estimator_.predict(self.val[0]) == self.val[1]))
+            if self.best is None or record["val_accuracy"] >= self.best["val_accuracy"]:
+                self.best = {"round": record["round"], "val_accuracy": record["val_accuracy"],
+                             "estimator_": copy.deepcopy(st.estimator_),
+                             **{k: getattr(st, k).copy() for k in PICKED_STATE}}
         self.recorder.record_pseudo(st.transduction_, st.labeled_iter_, st.label_confidence_, record["round"])
         self.run.append_history(record)
         self.run.save_checkpoint(st.get_state())
         acc = record.get("test_accuracy")
         self.say(f"round {record['round']}: {record['n_labeled']} labeled (+{record['n_added']})"
+                 + (f", validation {record['val_accuracy']:.4f}" if "val_accuracy" in record else "")
                  + (f", test accuracy {acc:.4f}" if acc is not None else ""))
+
+    def pick(self, st, history: list, say) -> int | None:
+        """Put the best-scoring round's model and labels into ``st``; returns its round (None:
+        nothing set aside, or the last round is the best)."""
+        if self.best is None or not history or self.best["round"] == history[-1]["round"]:
+            return None
+        for key in ("estimator_",) + PICKED_STATE:
+            setattr(st, key, self.best[key])
+        last = history[-1].get("val_accuracy")
+        say(f"keeping round {self.best['round']}: validation {self.best['val_accuracy']:.4f}"
+            + (f" (the last round {last:.4f})" if last is not None else ""))
+        return self.best["round"]
 
 
 def _fit_and_record(config: SelfTrainConfig, ds, run, recorder, y_partial, y_true, given_source, resume,
-                    say) -> SelfTrainResult:
+                    say, val=None) -> SelfTrainResult:
     t_start = time.perf_counter()
     progress = EpochProgress(say=say)
     st = config.selftraining([progress])
-    st.callback = [RoundRecorder(run, recorder, say, t_start), progress]
+    rounds = RoundRecorder(run, recorder, say, t_start, val)
+    st.callback = [rounds, progress]
 
     state = run.load_checkpoint() if resume else None
     if resume:
@@ -227,15 +313,18 @@ def _fit_and_record(config: SelfTrainConfig, ds, run, recorder, y_partial, y_tru
     eval_set = (ds.X_test, ds.y_test) if ds.X_test is not None else None
     say(f"self-training on {ds.name}: {int((y_partial != -1).sum())} labeled, {int((y_partial == -1).sum())} unlabeled")
     st.fit(ds.X, y_partial, eval_set=eval_set, y_true=y_true, resume=state)
+    history = run.read_history()
+    picked = rounds.pick(st, history, say)
+    st.picked_round_ = history[-1]["round"] if picked is None and history else picked
 
     recorder.record_pseudo(st.transduction_, st.labeled_iter_, st.label_confidence_)
     pool = np.flatnonzero(st.transduction_ == -1)
-    recorder.record_predictions(st.estimator_, ds.X, pool, st.n_iter_)
-    history = run.read_history()
+    recorder.record_predictions(st.estimator_, ds.X, pool, st.picked_round_ if picked is not None else st.n_iter_)
     run.write_history_csv(history)
     outputs.write_labels(run, ds, st, given_source)
     outputs.write_model(run, st.estimator_)
-    test_acc = history[-1].get("test_accuracy") if history else None
+    final = next((r for r in history if r["round"] == picked), history[-1]) if history else {}
+    test_acc = final.get("test_accuracy")
     run.set_status("finished", termination=st.termination_condition_, test_accuracy=test_acc)
     outputs.print_round_table(history)
     store = recorder.store.path

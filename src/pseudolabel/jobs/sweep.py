@@ -36,7 +36,7 @@ from pseudolabel.datasets import load_dataset
 from pseudolabel.exceptions import InputError, PseudolabelError, RunDirectoryError
 from pseudolabel.jobs.config import SelfTrainConfig
 from pseudolabel.jobs.recipes import RECIPES
-from pseudolabel.jobs.selftrain import run_selftrain
+from pseudolabel.jobs.selftrain import hold_out, run_selftrain
 from pseudolabel.report import write_report
 from pseudolabel.parentwatch import exit_with_parent
 from pseudolabel.runs import CELLS, CONFIG, SWEEP_FILE, RunDirectory, jsonable, now_iso
@@ -313,8 +313,21 @@ def _open_sweep(out: Path, settings: dict, resume: bool) -> RunDirectory:
     return RunDirectory.create(out, job="sweep", config=settings, resume=True)
 
 
+def _cells_on_ray(cluster, todo: list, ds, out: Path):
+    """The cells ``todo`` as Ray tasks (one CPU and one torch thread each), outcomes as they finish.
+    Every node must see ``out`` at the same path (a shared file system): cells write there."""
+    from pseudolabel.cluster import Cluster  # Ray: only for --cluster
+
+    with contextlib.ExitStack() as stack:
+        if not isinstance(cluster, Cluster):
+            cluster = stack.enter_context(Cluster(cluster))
+        yield from cluster.map_tasks(_run_cell, [(cfg, path, resume_cell, ds, out / LOGS / f"{path.name}.log", 1)
+                                                 for cfg, path, resume_cell in todo],
+                                     ordered=False, what="sweep cell")
+
+
 def run_sweep(config: dict, out: str | Path, *, n_jobs: int = 1, say: Callable[[str], None] = _say,
-              dataset=None, report: bool = True) -> SweepResult:
+              dataset=None, report: bool = True, cluster=None) -> SweepResult:
     """Run (or continue) the grid of self-training runs that ``config`` describes, in ``out``.
 
     Parameters
@@ -335,6 +348,9 @@ def run_sweep(config: dict, out: str | Path, *, n_jobs: int = 1, say: Callable[[
         Already loaded data (else ``config["data"]`` is loaded once here).
     report : bool, default=True
         Write the table, plots and report.html into ``out`` at the end.
+    cluster : str or pseudolabel.cluster.Cluster, optional
+        Run the cells as Ray tasks instead of ``n_jobs`` workers: ``local``, ``auto``,
+        ``ray://HOST:PORT`` (every node must see ``out`` at the same path), or a started Cluster.
 
     Returns
     -------
@@ -386,9 +402,13 @@ def run_sweep(config: dict, out: str | Path, *, n_jobs: int = 1, say: Callable[[
             raise InputError("the sweep config has no 'data'; pass data='mnist', 'digits' or a path.")
         settings["data"] = dataset.name
     ds = dataset if dataset is not None else load_dataset(settings["data"], image_size=settings.get("image_size"),
-                                                          skip_bad=bool(settings.get("skip_bad_images")))
+                                                          skip_bad=bool(settings.get("skip_bad_images")),
+                                                          label_column=settings.get("label_column"),
+                                                          text_column=settings.get("text_column"))
     n_classes = len(set(int(v) for v in ds.y if v != -1))
     n_given = int((ds.y != -1).sum())
+    if settings.get("label_column") is not None:  # a table: each cell holds out the same number of labels
+        n_given = int((hold_out(ds, settings.get("holdout", 0.2), 0, say=lambda _: None).y != -1).sum())
     for n in labeled:
         if n < n_classes:
             raise InputError(f"--labeled {n} is fewer than the {n_classes} classes; keep at least one label per class.")
@@ -439,7 +459,8 @@ def run_sweep(config: dict, out: str | Path, *, n_jobs: int = 1, say: Callable[[
     tasks = (delayed(_run_cell)(cfg, path, resume_cell, ds, out / LOGS / f"{path.name}.log", threads)
              for cfg, path, resume_cell in todo)
     if todo:
-        results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
+        results = (_cells_on_ray(cluster, todo, ds, out) if cluster is not None
+                   else Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks))
         for i, outcome in enumerate(results, 1):
             outcomes.append(outcome)
             what = (f"test accuracy {outcome.test_accuracy:.4f}" if outcome.test_accuracy is not None

@@ -1,4 +1,6 @@
-"""Models: the torch CNN estimator. Importing this package imports torch."""
+"""Models: the torch CNN estimator and the embedding classifier. Importing this package imports
+torch (torchvision only when a backbone is built)."""
 from pseudolabel.models.cnn import ConvNetClassifier
+from pseudolabel.models.embed import EmbeddingClassifier
 
-__all__ = ["ConvNetClassifier"]
+__all__ = ["ConvNetClassifier", "EmbeddingClassifier"]

@@ -30,20 +30,25 @@ from pseudolabel._validation import check_finite, check_labels, check_same_lengt
 from pseudolabel.callbacks import Callback
 from pseudolabel.exceptions import InputError, NotFittedError
 # as_image_batch, resolve_device, one_cycle and AUTO_STRIDED_MIN_SIDE were cnn.py's before the split.
+from pseudolabel.models.backbones import BACKBONES, FineTuneMixin, check_weights, pixel_scaling
 from pseudolabel.models.images import as_image_batch, reject_sparse, resolve_device, take_rows  # noqa: F401
 from pseudolabel.models.semi import SEMI_MODES, SemiSupervisedMixin
 from pseudolabel.models.training import AUTO_STRIDED_MIN_SIDE, TorchFitMixin, one_cycle  # noqa: F401
 
 __all__ = ["AUTO_STRIDED_MIN_SIDE", "ConvNetClassifier", "as_image_batch", "one_cycle", "resolve_device"]
 
-_ARCHS = ("auto", "strided", "fast", "wide", "seed")
+_ARCHS = ("auto", "sized", "strided", "fast", "wide", "seed")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, BaseEstimator):
+class ConvNetClassifier(FineTuneMixin, SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, BaseEstimator):
     """A small convolutional network for image classification, as a scikit-learn classifier.
 
     Parameters
@@ -57,10 +62,43 @@ class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, Bas
         3x3/2, 3x3) and global average pooling, the fastest (3.3x the seed CNN's training and
         4.2x its inference samples/s on a 2-core CPU, docs/benchmarks.md), but slower to learn
         from a few hundred images. "fast": conv-BN-ReLU blocks with max-pooling and global
-        average pooling; "wide": the same with twice the channels; "seed": the case study's CNN
-        (conv 32, conv 64, max-pool, dense 128, dropout), for baselines.
-    epochs : int, default=10
-        Passes over the training data per ``fit``.
+        average pooling; "wide": the same with two convolutions per stage (about four times the
+        work); "sized": "wide" for a first fit of at most 20,000 images of 16 pixels a side or
+        more, else "fast" (a small set affords the larger network; ``training.SIZED_WIDE_ROWS``);
+        "seed": the case study's CNN
+        (conv 32, conv 64, max-pool, dense 128, dropout), for baselines. A torchvision backbone
+        name (``pseudolabel.models.backbones.BACKBONES``: "resnet18", "resnet34", "resnet50",
+        "efficientnet_b0", "mobilenet_v3_small", ...; needs torchvision) trains that network with
+        a new head for the classes; grey images become 3 channels and every image is resized to
+        ``image_size`` (docs/backbones.md).
+    weights : {None, "imagenet"} or path, default=None
+        A backbone's starting weights: None trains from scratch; "imagenet" takes torchvision's
+        ImageNet weights (downloaded once into torch's hub cache) and normalizes the input with
+        ImageNet's mean and std; a path loads a state_dict saved from the same torchvision
+        network (any head: a head of another shape is left out). With weights, ``fit``
+        fine-tunes like fastai: ``freeze_epochs`` with the body frozen, then ``epochs`` with
+        everything unfrozen at discriminative learning rates (``lr / 2`` for the head down to
+        ``lr / 200`` for the first layers). Only for backbones.
+    freeze_epochs : int, default=1
+        Epochs that train only the new head of a pretrained backbone before it is unfrozen.
+    epochs : int or "auto", default=10
+        Passes over the training data per ``fit`` (the most, with a validation split). "auto":
+        about 120,000 training samples per fit, 3 to 30 epochs (``training.planned_epochs``), so
+        2,000 images get more passes than 60,000.
+    validation_fraction : float in (0, 1), optional
+        Hold out this share of the training rows (stratified), score every epoch on it, stop
+        after ``patience`` epochs without a lower validation loss (first annealing the learning rate
+        over ``patience`` more epochs) and keep the best epoch's weights
+        (supervised fits of at least 5 planned epochs: a shorter plan has no room to stop early
+        and trains on every row). The held-out rows are not trained on. ``validation_accuracy_``,
+        ``best_epoch_`` and ``stopped_epoch_`` say what happened; each epoch's record has
+        ``val_accuracy``.
+    patience : int, default=3
+        Epochs without a better validation score before training stops (at least a tenth of the
+        planned epochs, and never while the learning rate warms up: the first quarter).
+    budget : float, optional
+        Seconds a fit may take: after the first epoch the epochs left are cut to what fits (the
+        learning-rate schedule is re-planned for them).
     min_steps : int, default=0
         Train at least this many optimizer steps, so tiny labeled sets still get enough updates.
     batch_size : int, default=128
@@ -68,10 +106,16 @@ class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, Bas
         Peak learning rate (one-cycle schedule for "fast"/"wide"/custom, constant for "seed").
     optimizer : {"adamw", "adam", "sgd"}, default="adamw"
     weight_decay : float, default=5e-4
-    augment : {"affine", None}, default="affine"
+    augment : {"affine", "auto", None}, default="affine"
         Random rotation, scale, shear and shift of whole batches as tensor ops (no per-sample Python).
+        "auto": only in a fit of 8 epochs or more of images at least 16 pixels a side (a short run
+        learns more from the images as they are; ``training.AUTO_AUGMENT_EPOCHS`` says how it was
+        chosen; shifting 8x8 digits by a pixel moves an eighth of the image).
     image_size : (int, int), optional
-        Size file inputs are resized to; default the first image's size.
+        Size file inputs are resized to; default the first image's size. For a backbone (an int
+        or a pair) also the network's input size, every image resized to it per batch; default
+        the size of its ImageNet weights (224) with ``weights``, else the images' own size (at
+        least 32). Smaller is much faster on a CPU (64 or 96).
     warm_start : bool, default=False
         Continue from the current weights on the next ``fit`` instead of starting over.
     device : str, default="auto"
@@ -132,8 +176,13 @@ class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, Bas
         module: nn.Module | Callable | None = None,
         *,
         arch: str = "fast",
-        epochs: int = 10,
+        weights: str | None = None,
+        freeze_epochs: int = 1,
+        epochs: int | str = 10,
         min_steps: int = 0,
+        validation_fraction: float | None = None,
+        patience: int = 3,
+        budget: float | None = None,
         batch_size: int = 128,
         lr: float = 3e-3,
         optimizer: str = "adamw",
@@ -155,8 +204,13 @@ class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, Bas
     ):
         self.module = module
         self.arch = arch
+        self.weights = weights
+        self.freeze_epochs = freeze_epochs
         self.epochs = epochs
         self.min_steps = min_steps
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.budget = budget
         self.batch_size = batch_size
         self.lr = lr
         self.optimizer = optimizer
@@ -190,24 +244,46 @@ class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, Bas
                 f"Got {getattr(self, name)!r} instead."
             )
 
-        if self.module is None and self.arch not in _ARCHS:
-            bad("arch", f"one of {_ARCHS}")
+        if self.module is None and self.arch not in _ARCHS and self.arch not in BACKBONES:
+            bad("arch", f"one of {_ARCHS} or a torchvision backbone ({', '.join(BACKBONES)})")
+        backbone = self.module is None and self.arch in BACKBONES
+        if self.weights is not None and not backbone:
+            bad("weights", f"None unless arch is a torchvision backbone ({', '.join(BACKBONES[:3])}, ...)")
+        if backbone:
+            check_weights(self.arch, self.weights)  # a file of another network: one line, before training
+            size = self.image_size
+            if not (size is None or (_is_int(size) and size >= 8) or (isinstance(size, (tuple, list))
+                                                                      and len(size) == 2
+                                                                      and all(_is_int(v) and v >= 8 for v in size))):
+                bad("image_size", "None, an int >= 8 or a (height, width) pair of ints >= 8 for a backbone")
+        v = self.freeze_epochs
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            bad("freeze_epochs", "an int >= 0")
         for name in ("epochs", "min_steps"):
             v = getattr(self, name)
+            if name == "epochs" and v == "auto":
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                bad(name, "an int >= 0")
+                bad(name, "an int >= 0" + (" or 'auto'" if name == "epochs" else ""))
         for name in ("batch_size", "inference_batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 bad(name, "an int >= 1")
+        v = self.validation_fraction
+        if v is not None and not (_is_number(v) and 0 < v < 1):
+            bad("validation_fraction", "None or a float in (0, 1)")
+        if isinstance(self.patience, bool) or not _is_int(self.patience) or self.patience < 1:
+            bad("patience", "an int >= 1")
+        if self.budget is not None and not (_is_number(self.budget) and self.budget > 0):
+            bad("budget", "None or a number of seconds > 0")
         if not (isinstance(self.lr, (float, int)) and self.lr > 0):
             bad("lr", "a float > 0")
         if self.optimizer not in ("adamw", "adam", "sgd"):
             bad("optimizer", "one of 'adamw', 'adam', 'sgd'")
         if self.ema is not None and not (_is_number(self.ema) and 0 <= self.ema < 1):
             bad("ema", "None or a float in [0, 1)")
-        if self.augment not in (None, "affine", False, True):
-            bad("augment", "'affine' or None")
+        if self.augment not in (None, "affine", "auto", False, True):
+            bad("augment", "'affine', 'auto' or None")
         if self.semi not in (None,) + SEMI_MODES:
             bad("semi", f"None or one of {SEMI_MODES}")
         v = self.unlabeled_ratio
@@ -274,6 +350,8 @@ class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, Bas
             std = xf.std(dim=dims).clamp_min(1e-3) if len(xf) > 1 else torch.ones_like(mean)
             self.mean_ = mean.numpy()
             self.std_ = std.numpy()
+            if self.module is None and self.arch in BACKBONES and self.weights is not None:
+                self.mean_, self.std_ = pixel_scaling(Xt)  # [0, 1]; the backbone applies ImageNet's mean/std
         else:
             self._check_input_shape(Xt)
             unknown = np.setdiff1d(np.unique(y_arr), self.classes_)
@@ -304,6 +382,7 @@ class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, Bas
         if seed is not None:
             torch.manual_seed(seed)  # dropout draws from the global generator
         if first:
+            self.n_fit_rows_ = len(Xt)  # arch="sized" reads it
             self._initialize()
         elif self.ema is not None and not hasattr(self, "ema_module_"):
             self._init_ema()  # ema switched on between warm-started fits
@@ -346,16 +425,7 @@ class ConvNetClassifier(SemiSupervisedMixin, TorchFitMixin, ClassifierMixin, Bas
         Xt = self._prepare_X(X)
         self._check_input_shape(Xt)
         self._set_norm_tensors()
-        net = self.ema_module_ if self.ema is not None and hasattr(self, "ema_module_") else self.module_
-        net.eval()
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(Xt), self.inference_batch_size):
-                xb = self._normalize(Xt[start:start + self.inference_batch_size])
-                out.append(net(xb).float().cpu())
-        if not out:
-            return np.zeros((0, self.n_classes_), dtype=np.float32)
-        return torch.cat(out).numpy()
+        return self._net_logits(Xt).numpy()
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (softmax of the logits), columns in the order of classes_."""

@@ -77,7 +77,7 @@ class SemiSupervisedMixin:
             idx, uidx = perm[i * bs:(i + 1) * bs], uperm[i * ubs:(i + 1) * ubs]
             raw_u = Xu[uidx].to(self.device_, non_blocking=True).float()
             pseudo, mask = self._pseudo_labels(teacher, raw_u, uidx)
-            xb = self._normalize(Xt[idx], augment=self.augment in ("affine", True))
+            xb = self._normalize(Xt[idx], augment=self._augmenting())
             xs = self._normalize(strong_augment(raw_u, generator=self._gen))
             yb = codes[idx].to(self.device_, non_blocking=True)
             wb = None if weights is None else weights[idx].to(self.device_)

@@ -13,7 +13,10 @@ Security, for a page that writes labels and runs on a person's machine:
   no body is read past :data:`MAX_BODY_BYTES` (413);
 * item ids, labels and query numbers are whole numbers of 64 bits or a 4xx, never a guess
   (``1.9``, ``true`` and ``"1"`` in JSON are refused); JSON nested in the body is refused;
-* images are looked up by item id in the store; no path is ever taken from a URL;
+* a bulk decision (``/api/bulk``) names 1 to :data:`MAX_BULK` distinct item ids (JSON integers,
+  the only list a body may hold), is refused whole when any item does not qualify, and is written
+  in one transaction; an accepted suggestion is looked up here, never taken from the request;
+* images and table rows are looked up by item id in the store; no path is ever taken from a URL;
 * a write's reviewer (``who``) is 1-40 printable characters without markup or a 400.
 
 Every refusal is a 4xx with a one-line message, and nothing is written to the store.
@@ -22,16 +25,13 @@ from __future__ import annotations
 
 import getpass
 import hmac
-import json
 import math
-import re
 import secrets
 import socket
 import sys
 import threading
 import webbrowser
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import numpy as np
 import uvicorn
@@ -42,20 +42,26 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from pseudolabel.exceptions import DataError, InputError, StoreError
+from pseudolabel.review.checks import (
+    INT64_MAX, MAX_BODY_BYTES, MAX_BULK, WHOLE, Refused as _Refused, error as _error, fraction,
+    parse_body as _parse_body, short as _short, valid_reviewer, whole_number as _whole_number, whole_numbers,
+)
 from pseudolabel.review.images import ImageSource, open_image_source
+from pseudolabel.review.items import TableRows, is_table
+from pseudolabel.review.views import (
+    DECIDED_FILTERS, QUEUE_JOB, SORTS, SOURCE_FILTERS, narrow, reviewer_summary, run_feedback,
+)
 from pseudolabel.review.page import INDEX_HTML, REVIEW_CSS, REVIEW_JS
 from pseudolabel.store import QUEUES, LabelStore, queue as make_queue
 
 __all__ = ["create_app", "serve", "review_url", "allowed_hosts_for", "valid_reviewer", "MAX_BODY_BYTES"]
 
-#: The largest request body the page reads; a decision is well under 100 bytes.
-MAX_BODY_BYTES = 64 * 1024
-_INT64_MAX = 2**63 - 1  # SQLite's INTEGER
-_WHOLE = re.compile(r"-?[0-9]{1,19}")  # form fields and query parameters: plain ASCII digits only
-_FETCH_SITES = ("same-origin", "none")
-#: What a reviewer's name may not hold: markup and quoting characters (it is shown back on pages).
-_MARKUP = set("<>&\"'`\\")
-WHO_MAX = 40  # "none": typed into the address bar, never a cross-site page
+_INT64_MAX = INT64_MAX
+_WHOLE = WHOLE
+_FETCH_SITES = ("same-origin", "none")  # "none": typed into the address bar, never a cross-site page
+_ACTIONS = ("set", "accept", "keep", "reject")
+#: Items the active queue's diversity option spreads (picked from the 5x most uncertain).
+DIVERSE_BATCH = 100
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _WILDCARD = ("0.0.0.0", "::", "")
@@ -126,113 +132,25 @@ def _whole_or_none(value) -> int | None:
     return int(value)
 
 
+def _choice(value: str | None, name: str, allowed) -> str | None:
+    """A query parameter that must be one of ``allowed`` (None when not given)."""
+    if value is not None and value not in allowed:
+        raise _Refused(400, f"{name} must be one of {', '.join(allowed)}, got {_short(value)}.")
+    return value
+
+
 def _record(row: dict) -> dict:
     return {k: _jsonable(v) for k, v in row.items()}
 
-
-def _error(message: str, status: int) -> JSONResponse:
-    # One line whatever the message quotes (a store path, a repr of the refused value).
-    return JSONResponse({"error": " ".join(message.split())}, status_code=status,
-                        headers={"Cache-Control": "no-store"})
-
-
-def _short(value, width: int = 60) -> str:
-    """repr of a refused value, cut to ``width`` characters so that a message stays one short line."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int past Python's digit limit for str()
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
-class _Refused(Exception):
-    """A request the page refuses: the status and one-line message of the 4xx answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-    def response(self) -> JSONResponse:
-        return _error(self.message, self.status)
-
-
-def _whole_number(value, name: str, *, form: bool = False) -> int:
-    """``value`` as an int of SQLite's 64 bits: a JSON integer, or ASCII digits from a form or query.
-
-    Booleans, floats (``1.9``, ``1e30``), strings in JSON and anything past 64 bits are refused
-    rather than rounded: a guessed item id would write a label on the wrong item.
-    """
-    if form and isinstance(value, str) and _WHOLE.fullmatch(value):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = "digits" if form else "a JSON integer"
-        raise _Refused(400, f"{name} must be a whole number ({kind}), got {_short(value)}.")
-    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-        raise _Refused(400, f"{name} must fit in 64 bits, got {_short(value)}.")
-    return value
-
-
-def valid_reviewer(value) -> str:
-    """``value`` as a reviewer's name: a string of 1 to 40 printable characters, no markup
-    (``< > & " ' ` \\``), no spaces at either end; anything else is refused, never trimmed or
-    guessed, so that one person's decisions stay under one name."""
-    if not isinstance(value, str):
-        raise _Refused(400, f"who must be a reviewer's name (a string), got {_short(value)}.")
-    if not 1 <= len(value) <= WHO_MAX:
-        raise _Refused(400, f"who must be 1 to {WHO_MAX} characters, got {len(value)}.")
-    if not value.isprintable() or value != value.strip():
-        raise _Refused(400, f"who must be printable characters without spaces at either end, got "
-                            f"{_short(value)}.")
-    if _MARKUP & set(value):
-        raise _Refused(400, f"who must not hold markup characters ({' '.join(sorted(_MARKUP))}), got "
-                            f"{_short(value)}.")
-    return value
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _parse_body(raw: bytes, content_type: str) -> tuple[dict, bool]:
-    """The body as a flat dict and whether it was a form (its values are strings)."""
-    if not raw:
-        return {}, False
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == "application/json":
-        try:
-            body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-        except RecursionError:
-            raise _Refused(400, "the JSON body is nested too deeply; send one flat object such as "
-                                '{"item_id": 5, "label": 3}.') from None
-        except ValueError as exc:  # also UnicodeDecodeError, NaN/Infinity, ints past 4300 digits
-            raise _Refused(400, f"the body is not valid JSON ({_short(str(exc), 80)}); send one flat object "
-                                'such as {"item_id": 5, "label": 3}.') from None
-        form = False
-    elif media == "application/x-www-form-urlencoded":
-        try:
-            fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
-        except ValueError as exc:
-            raise _Refused(400, f"the form body cannot be read ({_short(str(exc), 80)}).") from None
-        body, form = {k: v[-1] for k, v in fields.items()}, True
-    else:
-        raise _Refused(415, f"Content-Type must be application/json or application/x-www-form-urlencoded, "
-                            f"got {_short(content_type)}.")
-    if not isinstance(body, dict):
-        raise _Refused(400, f"the body must be a JSON object, got a {type(body).__name__}; send e.g. "
-                            '{"item_id": 5, "label": 3}.')
-    nested = next((k for k, v in body.items() if isinstance(v, (dict, list))), None)
-    if nested is not None:
-        raise _Refused(400, f"field {_short(nested)} must be a number or a string, not a "
-                            f"{type(body[nested]).__name__}.")
-    return body, form
 
 
 class ReviewApp:
     """State and handlers of one review page: the store, the image source, the token."""
 
     def __init__(self, store: LabelStore, images: ImageSource | None, token: str, who: str,
-                 allowed_hosts: set[str] | None = None) -> None:
+                 allowed_hosts: set[str] | None = None, rows: TableRows | None = None) -> None:
         self.store, self.images, self.token, self.who = store, images, token, who
+        self.rows = rows  # a table's rows: the items are rows, not images
         # The page's own origins; None (a wildcard bind): the origin of the request's Host header.
         self.origins = None if allowed_hosts is None else {f"http://{h}" for h in allowed_hosts}
         self._cache: dict = {}
@@ -243,12 +161,14 @@ class ReviewApp:
         # Any write by any process moves one of these: then queues are computed afresh.
         return self.store.revision()
 
-    def queue(self, name: str, cls: int | None):
-        key = (name, cls, self._version())
+    def queue(self, name: str, cls: int | None, diverse: bool = False):
+        diverse = diverse and name == "active"
+        key = (name, cls, self._version(), diverse)
         with self._cache_lock:
             if key in self._cache:
                 return self._cache[key]
-        df = make_queue(self.store, name, cls=cls)
+        options = {"diverse": DIVERSE_BATCH} if diverse else {}
+        df = make_queue(self.store, name, cls=cls, **options)
         with self._cache_lock:
             # Keep the queues of the current version only: older ones can never be asked again.
             self._cache = {k: v for k, v in self._cache.items() if k[2] == key[2]}
@@ -269,6 +189,19 @@ class ReviewApp:
         state["round"] = _whole_or_none(row["round"])
         state["given"] = self.given_labels([item_id]).get(item_id, -1)
         return state
+
+    def item_states(self, item_ids: list[int]) -> list[dict]:
+        """:meth:`item_state` of many items, read at once."""
+        cur = self.store.current_labels(items=item_ids).set_index("item_id")
+        given = self.given_labels(item_ids)
+        out = []
+        for i in item_ids:
+            row = cur.loc[i]
+            state = _record({"item_id": i, **{k: row[k] for k in ("key", "label", "source", "confidence",
+                                                                   "human_event", "who")}})
+            state["round"], state["given"] = _whole_or_none(row["round"]), given.get(i, -1)
+            out.append(state)
+        return out
 
     def given_labels(self, item_ids: list[int]) -> dict[int, int]:
         """The label each item came with: its latest effective ``given`` event (absent: none)."""
@@ -332,7 +265,7 @@ class ReviewApp:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _checked_write(self, request: Request, what: str) -> tuple[dict, bool]:
+    async def _checked_write(self, request: Request, what: str, lists: tuple[str, ...] = ()) -> tuple[dict, bool]:
         """The body of a write (a flat dict, and whether it came from a form) once every check
         passed; the checks on headers alone come before a byte of the body is read."""
         denied = _Refused(403, f"a valid review token is required to {what}; open the URL printed by "
@@ -341,7 +274,7 @@ class ReviewApp:
         header = request.headers.get("x-review-token")
         if header is not None and not self._token_ok(header):
             raise denied
-        body, form = _parse_body(await self._read_body(request), request.headers.get("content-type", ""))
+        body, form = _parse_body(await self._read_body(request), request.headers.get("content-type", ""), lists)
         if header is None and not self._token_ok(body.get("token")):
             raise denied
         return body, form
@@ -357,9 +290,18 @@ class ReviewApp:
         return Response(REVIEW_JS, media_type="text/javascript", headers=_HEADERS)
 
     def summary(self, request: Request) -> Response:
-        counts = {name: int(len(self.queue(name, None))) for name in QUEUES}
+        frames = {name: self.queue(name, None) for name in QUEUES}
+        counts = {name: int(len(df)) for name, df in frames.items()}
         default = next((q for q in ("suspects", "audit", "active") if counts[q]), "all")
+        # Per queue: decided / total, and the human decisions on its items the last run of the
+        # job that uses them took in, and those made since (not yet used).
+        human, runs = self.store.events(source="human"), self.store.runs()
+        progress = {name: {"total": counts[name], "decided": int(df["reviewed"].sum()) if len(df) else 0,
+                           "feedback": run_feedback(human, runs, df["item_id"], QUEUE_JOB[name])}
+                    for name, df in frames.items()}
         return JSONResponse({"classes": self.classes(), "queues": counts, "default_queue": default,
+                             "progress": progress, "content": "row" if self.rows is not None else "image",
+                             "diverse_batch": DIVERSE_BATCH, "max_bulk": MAX_BULK,
                              "who": self.who, "store": self.store.path.name}, headers=_HEADERS)
 
     def queue_page(self, request: Request) -> Response:
@@ -370,13 +312,20 @@ class ReviewApp:
         try:
             cls, offset, limit = (None if p.get(k, "") == "" else _whole_number(p[k], k, form=True)
                                   for k in ("cls", "offset", "limit"))
+            view = {k: _choice(p.get(k, "") or None, k, allowed)
+                    for k, allowed in (("source", SOURCE_FILTERS), ("decided", DECIDED_FILTERS), ("sort", SORTS))}
+            view["sort"] = view["sort"] or "queue"
+            view["min_confidence"] = None if p.get("min_confidence", "") == "" else fraction(p["min_confidence"],
+                                                                                            "min_confidence")
+            diverse = _choice(p.get("diverse", "") or None, "diverse", ("0", "1")) == "1"
         except _Refused as exc:
             return exc.response()
         n_classes = len(self.classes())
         if cls is not None and (cls < 0 or (n_classes and cls >= n_classes)):
             known = f"0..{n_classes - 1}" if n_classes else ">= 0"
             return _error(f"cls must be a class index ({known}), got {cls}.", 400)
-        df = self.queue(name, cls)
+        whole = self.queue(name, cls, diverse)
+        df = narrow(whole, **view)
         offset = min(max(0, offset or 0), len(df))
         limit = 120 if limit is None else min(1000, max(1, limit))
         hint = None
@@ -387,6 +336,8 @@ class ReviewApp:
                     "all": "This store holds no items."}[name]
             if cls is not None:
                 hint = f"No items of class {cls} in this queue."
+            if len(whole):
+                hint = "No items of this queue pass the filters."
         cols = ["item_id", "key", "label", "source", "suggestion", "confidence", "score", "reason",
                 "baseline", "human_event", "reviewed"]
         page = df.iloc[offset:offset + limit]
@@ -397,7 +348,11 @@ class ReviewApp:
         rows = self._enrich(rows)
         return JSONResponse({"queue": name, "cls": cls, "total": int(len(df)),
                              "reviewed": int(df["reviewed"].sum()) if len(df) else 0,
-                             "offset": offset, "items": rows, "hint": hint}, headers=_HEADERS)
+                             "queue_total": int(len(whole)),
+                             "queue_reviewed": int(whole["reviewed"].sum()) if len(whole) else 0,
+                             "diverse": diverse and name == "active", "offset": offset, "items": rows,
+                             "hint": hint},
+                            headers=_HEADERS)
 
     def reviewers(self, request: Request) -> Response:
         """Who decided how many (effective decisions: undone ones are left out), per source of the
@@ -405,26 +360,7 @@ class ReviewApp:
         reviewers the items both decided and the share where their latest labels agree."""
         human = self.store.events(source="human")
         base = self.store.events(source=("given", "pseudo", "corrected"), latest=True)
-        base_source = dict(zip(base["item_id"].astype(int).tolist(), base["source"].tolist()))
-        human = human.assign(who=[w if isinstance(w, str) else "" for w in human["who"]],
-                             base=[base_source.get(int(i), "none") for i in human["item_id"]])
-        people = []
-        for who, rows in human.groupby("who", sort=True):
-            people.append({"who": who or None, "decisions": int(len(rows)),
-                           "items": int(rows["item_id"].nunique()),
-                           "by_source": {k: int(v) for k, v in rows["base"].value_counts().sort_index().items()},
-                           "last_at": rows["created_at"].iloc[-1]})
-        latest = {who: dict(zip(rows["item_id"].astype(int), rows["label"].astype(int)))
-                  for who, rows in human.groupby("who", sort=True)}  # events are oldest first: last wins
-        names, pairs = sorted(latest), []
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                shared = sorted(set(latest[a]) & set(latest[b]))
-                if not shared:
-                    continue
-                agree = sum(latest[a][k] == latest[b][k] for k in shared)
-                pairs.append({"a": a or None, "b": b or None, "shared": len(shared), "agree": int(agree),
-                              "agreement": agree / len(shared)})
+        people, pairs = reviewer_summary(human, base)
         return JSONResponse({"reviewers": people, "pairs": pairs, "decisions": int(len(human))},
                             headers=_HEADERS)
 
@@ -443,7 +379,11 @@ class ReviewApp:
         if self.images is None:
             return PlainTextResponse("no image source: start the review page with --images PATH.", status_code=404)
         try:
-            data = self.images.png(location)
+            large = _choice(request.query_params.get("size"), "size", ("large",)) == "large"
+        except _Refused as exc:
+            return PlainTextResponse(exc.message, status_code=exc.status)
+        try:
+            data = self.images.png(location, large)
         except DataError as exc:
             return PlainTextResponse(str(exc), status_code=404)
         return Response(data, media_type="image/png",
@@ -453,15 +393,15 @@ class ReviewApp:
         try:
             body, form = await self._checked_write(request, "record decisions")
             action = body.get("action", "set")
-            if action not in ("set", "accept", "keep"):
-                raise _Refused(400, f"action must be set, accept or keep, got {_short(action)}.")
-            needed = ("item_id",) if action == "keep" else ("item_id", "label")
+            if action not in _ACTIONS:
+                raise _Refused(400, f"action must be {', '.join(_ACTIONS[:-1])} or reject, got {_short(action)}.")
+            needed = ("item_id",) if action in ("keep", "reject") else ("item_id", "label")
             missing = [k for k in needed if k not in body]
             if missing:
                 raise _Refused(400, f"a decision needs {' and '.join(missing)}; send e.g. "
                                     '{"item_id": 5, "label": 3}.')
             item_id = _whole_number(body["item_id"], "item_id", form=form)
-            label = None if action == "keep" else _whole_number(body["label"], "label", form=form)
+            label = None if action in ("keep", "reject") else _whole_number(body["label"], "label", form=form)
             who = self._who(body)
         except _Refused as exc:
             return exc.response()
@@ -481,6 +421,8 @@ class ReviewApp:
                 label = int(self.store.current_labels(items=[item_id])["label"].iloc[0])
                 if label < 0:
                     return _error("this item has no label to keep; press a digit to set one.", 400)
+            elif action == "reject":
+                label = -1  # "none of these": a person's decision that no class fits (the store's -1)
             elif label < 0:
                 return _error(f"label must be a class index >= 0, got {label}.", 400)
             self.store.add_labels([item_id], [label], "human", who=who, note=action)
@@ -490,6 +432,75 @@ class ReviewApp:
         except StoreError as exc:  # locked by another writer past the busy timeout, read-only file
             return _error(str(exc), 503)
         return JSONResponse({"ok": True, "item": self.item_state(item_id)}, headers=_HEADERS)
+
+    async def bulk(self, request: Request) -> Response:
+        """One decision for up to MAX_BULK items, written in one transaction: ``accept`` takes each
+        item's suggestion in ``queue`` (looked up here, not sent), ``set`` one ``label``, ``keep``
+        each current label, ``reject`` -1. Nothing is written unless every item qualifies."""
+        try:
+            body, form = await self._checked_write(request, "record decisions", lists=("item_ids",))
+            action = body.get("action", "accept")
+            if action not in _ACTIONS:
+                raise _Refused(400, f"action must be {', '.join(_ACTIONS[:-1])} or reject, got {_short(action)}.")
+            needed = ("item_ids",) + {"set": ("label",), "accept": ("queue",)}.get(action, ())
+            missing = [k for k in needed if k not in body]
+            if missing:
+                raise _Refused(400, f"a bulk {action} needs {' and '.join(missing)}; send e.g. "
+                                    '{"action": "accept", "queue": "audit", "item_ids": [5, 9]}.')
+            ids = whole_numbers(body["item_ids"], "item_ids", form=form)
+            label = _whole_number(body["label"], "label", form=form) if action == "set" else None
+            name = body.get("queue") if action == "accept" else None
+            if action == "accept" and name not in QUEUES:
+                raise _Refused(400, f"queue must be one of {', '.join(QUEUES)}, got {_short(name)}.")
+            who = self._who(body)
+        except _Refused as exc:
+            return exc.response()
+        return await self._run(self._bulk, ids, action, label, name, who)
+
+    def _bulk(self, ids: list[int], action: str, label: int | None, name: str | None, who: str) -> Response:
+        unknown = next((i for i in ids if not self.known_item(i)), None)
+        if unknown is not None:
+            return _error(f"no item with id {unknown} in this store; nothing was written.", 404)
+        if action == "accept":
+            df = self.queue(name, None)
+            suggested = dict(zip(df["item_id"].astype(int).tolist(), df["suggestion"].astype(int).tolist()))
+            lacking = next((i for i in ids if suggested.get(i, -1) < 0), None)
+            if lacking is not None:
+                return _error(f"item {lacking} has no suggestion in the {name} queue; nothing was written.", 400)
+            labels = [suggested[i] for i in ids]
+        elif action == "keep":
+            current = self.store.current_labels(items=ids)
+            labels = current.set_index("item_id").loc[ids, "label"].astype(int).tolist()
+            if min(labels) < 0:
+                return _error(f"item {ids[labels.index(min(labels))]} has no label to keep; nothing was written.", 400)
+        elif action == "reject":
+            labels = [-1] * len(ids)
+        else:
+            if label < 0:
+                return _error(f"label must be a class index >= 0, got {label}.", 400)
+            labels = [label] * len(ids)
+        try:
+            written = self.store.add_labels(ids, labels, "human", who=who, note=f"bulk {action}")
+        except InputError as exc:
+            return _error(str(exc), 400)
+        except StoreError as exc:
+            return _error(str(exc), 503)
+        return JSONResponse({"ok": True, "written": int(written), "items": self.item_states(ids)}, headers=_HEADERS)
+
+    def item(self, request: Request) -> Response:
+        """What an item shows besides its labels: ``{"kind": "image"}`` (fetch /image/ID) or, for a
+        table's rows, ``{"kind": "row", "row": N, "columns": [{"name", "value", "text"}]}``."""
+        item_id = request.path_params["item_id"]
+        location = self.store.location(item_id) if 0 < item_id <= _INT64_MAX else None
+        if location is None:
+            return _error(f"no item with id {_short(item_id)} in this store.", 404)
+        if self.rows is None:
+            return JSONResponse({"item_id": item_id, "kind": "image"}, headers=_HEADERS)
+        try:
+            content = self.rows.row(location)
+        except DataError as exc:
+            return _error(str(exc), 404)
+        return JSONResponse({"item_id": item_id, "kind": "row", **content}, headers=_HEADERS)
 
     async def undo(self, request: Request) -> Response:
         try:
@@ -526,7 +537,9 @@ def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
     store_path : str, Path or LabelStore
         The store (it must exist).
     images : path, "digits", mapping of arrays, ImageSource or None
-        Where the images are; None uses the store's ``images`` meta value when set.
+        Where the images are; None uses the store's ``images`` meta value when set. A ``.csv`` or
+        ``.parquet`` file makes the items rows of that table (locations ``row:N``), shown as their
+        columns, a long string cell as a paragraph (text items).
     token : str
         The per-launch secret that every write must carry.
     host, port : the address the server binds; requests for any other Host are refused.
@@ -549,6 +562,12 @@ def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
     store.verify()  # read whole once: a damaged store is refused at start, not request by request
     if images is None and store.get_meta("images"):
         images = store.get_meta("images")
+    rows = None
+    if is_table(images):  # a table's rows (text items among them): shown as columns, not images
+        path = Path(images)
+        if not path.is_absolute() and not path.exists() and (store.path.parent / path).exists():
+            path = store.path.parent / path
+        rows, images = TableRows(path), None
     source = open_image_source(images, base=store.path.parent)
     if who is None:
         try:
@@ -556,7 +575,7 @@ def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
         except (KeyError, OSError):
             who = "reviewer"
     hosts = allowed_hosts if allowed_hosts is not None else allowed_hosts_for(host, port)
-    state = ReviewApp(store, source, token, who, allowed_hosts=hosts)
+    state = ReviewApp(store, source, token, who, allowed_hosts=hosts, rows=rows)
     routes = [
         Route("/", state.index),
         Route("/static/review.css", state.css),
@@ -569,6 +588,8 @@ def create_app(store_path: str | Path | LabelStore, images=None, *, token: str,
         Route("/image/{item_id:int}", state.image),
         Route("/api/decide", state.decide, methods=["POST"]),
         Route("/api/undo", state.undo, methods=["POST"]),
+        Route("/api/bulk", state.bulk, methods=["POST"]),
+        Route("/api/item/{item_id:int}", state.item),
     ]
     app = Starlette(routes=routes)
     app.state.review = state

@@ -23,6 +23,8 @@ __all__ = ["ImageSource", "ArrayImages", "FolderImages", "open_image_source", "r
 
 MIN_SIDE = 112  # small images (8x8 digits, 28x28 MNIST) are upscaled to at least this, pixel-sharp
 MAX_SIDE = 192  # large photos are shrunk to this for the grid
+#: (min_side, max_side) of the zoomed view: small images upscaled sharp, photos at a readable size.
+LARGE = (448, 768)
 
 
 def render_png(image, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> bytes:
@@ -72,20 +74,22 @@ class ImageSource:
         self._cache: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def png(self, location: str) -> bytes:
-        """PNG bytes of the image at ``location``; DataError when it cannot be found or read."""
+    def png(self, location: str, large: bool = False) -> bytes:
+        """PNG bytes of the image at ``location`` (``large``: for the zoomed view, :data:`LARGE`);
+        DataError when it cannot be found or read."""
+        key = (location, large)
         with self._lock:
-            hit = self._cache.get(location)
+            hit = self._cache.get(key)
         if hit is not None:
             return hit
-        data = self._load(str(location))
+        data = self._load(str(location), *(LARGE if large else (MIN_SIDE, MAX_SIDE)))
         with self._lock:
             if len(self._cache) > 4096:
                 self._cache.clear()
-            self._cache[location] = data
+            self._cache[key] = data
         return data
 
-    def _load(self, location: str) -> bytes:  # pragma: no cover - abstract
+    def _load(self, location: str, min_side: int, max_side: int) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -141,7 +145,7 @@ class ArrayImages(ImageSource):
                     raise npz_error(self.where, exc) from None
             return self._arrays[name]
 
-    def _load(self, location: str) -> bytes:
+    def _load(self, location: str, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> bytes:
         name, _, index = location.rpartition(":")
         try:
             i = int(index)
@@ -152,7 +156,7 @@ class ArrayImages(ImageSource):
         if not 0 <= i < len(arr):
             raise DataError(f"location {location!r} is outside {name or self._default} "
                             f"(length {len(arr)}) in {self.where}; pass the array file the store was built from.")
-        return render_png(arr[i])
+        return render_png(arr[i], min_side, max_side)
 
 
 class FolderImages(ImageSource):
@@ -170,7 +174,7 @@ class FolderImages(ImageSource):
         if not self.root.is_dir():
             raise DataError(f"no image folder at {root}; pass the folder the store's paths are relative to.")
 
-    def _load(self, location: str) -> bytes:
+    def _load(self, location: str, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> bytes:
         path = (self.root / location).resolve()
         if not path.is_relative_to(self.root):
             raise DataError(f"location {location!r} lies outside the image folder {self.root}; refused.")
@@ -181,7 +185,7 @@ class FolderImages(ImageSource):
                 img.load()
                 if img.mode not in ("L", "RGB", "RGBA"):
                     img = img.convert("RGB")
-                return render_png(np.asarray(img))
+                return render_png(np.asarray(img), min_side, max_side)
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"image {path} cannot be read ({exc}); replace the file.") from None
 

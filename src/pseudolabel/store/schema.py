@@ -53,6 +53,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             run_id TEXT, last_event_id INTEGER NOT NULL, who TEXT, created_at TEXT NOT NULL,
             note TEXT)""",
     ]),
+    # Stores of a million events (pools larger than memory, issue #15): the audit queue's least
+    # confident pseudo labels walk (source, confidence) instead of sorting every event; a run's
+    # events (StoreRecorder's diff, discard) and the latest event per item by source read an index.
+    ("0003_queue_indexes", [
+        "CREATE INDEX events_source_confidence ON events(source, confidence)",
+        "CREATE INDEX events_run_source ON events(run_id, source)",
+        "CREATE INDEX events_item_source ON events(item_id, source, id)",
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # The tables a store of SCHEMA_VERSION holds (meta and migrations come with every migration).

@@ -1,0 +1,229 @@
+"""Ray (pseudolabel.cluster): a real local runtime (2 CPUs, a capped object store, 127.0.0.1 only),
+one for the whole module. Pool scoring and out-of-fold folds on it equal the local path; a worker
+killed with SIGKILL mid-job is retried; a worker that keeps dying stops the job with one line, and
+--resume keeps the chunks that finished."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+try:
+    import ray
+except ImportError:  # make test installs the ray extra; CI (PSEUDOLABEL_REQUIRE_ALL=1) must have it
+    if os.environ.get("PSEUDOLABEL_REQUIRE_ALL") == "1":
+        raise
+    pytest.skip("the Ray extra is missing: pip install 'pseudolabel[ray]'", allow_module_level=True)
+from ray import cloudpickle  # noqa: E402  (Ray ships its own cloudpickle; its registry is the one Ray reads)
+
+from pseudolabel.cli import main  # noqa: E402
+from pseudolabel.cluster import Cluster, ClusterError, check_address  # noqa: E402
+from pseudolabel.crossval import out_of_fold_proba  # noqa: E402
+from pseudolabel.exceptions import InputError  # noqa: E402
+from pseudolabel.jobs.score import parts_dir, run_score  # noqa: E402
+from pseudolabel.pools import ArrayPool  # noqa: E402
+
+# The estimators below live in this test module, which Ray's workers cannot import: ship them by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+CHUNK = 100
+
+
+class FlatLogistic(ClassifierMixin, BaseEstimator):
+    """LogisticRegression over flattened images. ``die_once``: the first fit or predict in any
+    process creates that file with its pid and SIGKILLs its own process (a worker dying mid-job).
+    ``poison``: while that file exists, scoring the chunk ``poison_chunk`` (its first image's first
+    pixel holds the chunk number) kills the process every time. ``log``: a line per scored chunk."""
+
+    def __init__(self, die_once: str = "", poison: str = "", poison_chunk: int = -1, log: str = "",
+                 spare_pid: int = -1):
+        self.die_once, self.poison, self.poison_chunk, self.log = die_once, poison, poison_chunk, log
+        self.spare_pid = spare_pid  # never this process (pytest's own, where a job checks the model)
+
+    def _maybe_die(self):
+        if os.getpid() == self.spare_pid:
+            return
+        if self.die_once and not os.path.exists(self.die_once):
+            Path(self.die_once).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def fit(self, X, y):
+        self._maybe_die()
+        self.lr_ = LogisticRegression(max_iter=300).fit(np.asarray(X, dtype=float).reshape(len(X), -1) / 16, y)
+        self.classes_ = self.lr_.classes_
+        return self
+
+    def predict_proba(self, X):
+        X = np.asarray(X, dtype=float)
+        chunk = int(X[0, 0, 0]) if len(X) else -1
+        if self.poison and os.path.exists(self.poison) and chunk == self.poison_chunk and os.getpid() != self.spare_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._maybe_die()
+        if self.log and len(X) > 1:  # not the job's one-image check that the model reads the pool
+            with open(self.log, "a") as fh:
+                fh.write(f"{chunk}\n")
+        return self.lr_.predict_proba(X.reshape(len(X), -1) / 16)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # One retry: enough to show a killed worker's chunk or fold redone, and a worker that keeps
+    # dying fails the job after two deaths instead of four.
+    with Cluster("local", num_cpus=2, object_store_mb=150, retries=1) as c:
+        yield c
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def digits_pool(tmp_path_factory, digits):
+    """A memory-mapped pool of 1000 digit images whose first pixel holds the chunk number."""
+    X = digits[0][:1000].copy()
+    X[:, 0, 0] = np.arange(len(X)) // CHUNK
+    path = tmp_path_factory.mktemp("pool") / "digits.npy"
+    np.save(path, X)
+    return path
+
+
+def make_run(folder: Path, model) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, folder / "model.joblib")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cnn(digits):
+    """The package's own CNN, trained briefly: what a selftrain run saves."""
+    from pseudolabel.models import ConvNetClassifier
+
+    X, y = digits
+    return ConvNetClassifier(arch="fast", epochs=1, min_steps=0, random_state=0).fit(X[1000:1300], y[1000:1300])
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    X, y = digits
+    return FlatLogistic().fit(X[1000:], y[1000:])
+
+
+def test_addresses_are_checked_before_ray_is_touched():
+    assert check_address("local") == "local" and check_address("ray://head:10001") == "ray://head:10001"
+    with pytest.raises(InputError, match="not a Ray address"):
+        check_address("head-without-port")
+
+
+def test_pool_scoring_on_ray_equals_the_local_path(cluster, digits_pool, cnn, tmp_path):
+    run = make_run(tmp_path / "run", cnn)
+    local = run_score({"run": str(run), "pool": str(digits_pool), "chunk_size": CHUNK, "proba": True},
+                      tmp_path / "local.parquet", say=lambda m: None)
+    remote = run_score({"run": str(run), "pool": str(digits_pool), "chunk_size": CHUNK, "proba": True},
+                       tmp_path / "ray.parquet", say=lambda m: None, cluster=cluster)
+    a, b = pd.read_parquet(local.path), pd.read_parquet(remote.path)
+    assert len(a) == 1000 and list(a.columns) == list(b.columns)
+    assert a["item"].tolist() == b["item"].tolist() == [f"digits/{i}" for i in range(1000)]
+    assert a["label"].tolist() == b["label"].tolist()
+    np.testing.assert_allclose(a["confidence"], b["confidence"], rtol=0, atol=1e-12)
+
+
+def test_out_of_fold_folds_as_ray_tasks_equal_the_local_loop(cluster, digits):
+    X, y = digits[0][:600], digits[1][:600]
+    seen = []
+    local = out_of_fold_proba(FlatLogistic(), X, y, cv=3, random_state=0)
+    remote = out_of_fold_proba(FlatLogistic(), X, y, cv=3, random_state=0, executor=cluster.fold_executor(),
+                               callback=lambda k, n, info: seen.append(k))
+    np.testing.assert_allclose(local, remote, rtol=0, atol=1e-9)
+    assert seen == [0, 1, 2]  # callbacks still see the folds in order
+
+
+def test_a_fold_whose_worker_is_killed_is_retried(cluster, digits, tmp_path):
+    X, y = digits[0][:600], digits[1][:600]
+    flag = tmp_path / "killed.pid"
+    remote = out_of_fold_proba(FlatLogistic(die_once=str(flag)), X, y, cv=3, random_state=0,
+                               executor=cluster.fold_executor())
+    assert flag.is_file() and int(flag.read_text()) != os.getpid()  # a worker died by SIGKILL ...
+    np.testing.assert_allclose(remote, out_of_fold_proba(FlatLogistic(), X, y, cv=3, random_state=0),
+                               rtol=0, atol=1e-9)  # ... and its fold was redone to the same result
+
+
+def test_a_scoring_worker_killed_mid_job_is_restarted(cluster, digits_pool, fitted, tmp_path):
+    flag = tmp_path / "killed.pid"
+    model = FlatLogistic(die_once=str(flag), spare_pid=os.getpid())
+    model.lr_, model.classes_ = fitted.lr_, fitted.classes_
+    flag_free = make_run(tmp_path / "plain", fitted)
+    run = make_run(tmp_path / "run", model)
+    res = run_score({"run": str(run), "pool": str(digits_pool), "chunk_size": CHUNK}, tmp_path / "s.parquet",
+                    say=lambda m: None, cluster=cluster)
+    assert flag.is_file() and int(flag.read_text()) != os.getpid()
+    ref = run_score({"run": str(flag_free), "pool": str(digits_pool), "chunk_size": CHUNK}, tmp_path / "r.parquet",
+                    say=lambda m: None)
+    assert pd.read_parquet(res.path)["label"].tolist() == pd.read_parquet(ref.path)["label"].tolist()
+
+
+def test_a_worker_that_keeps_dying_stops_the_job_and_resume_keeps_finished_chunks(digits_pool, fitted, tmp_path,
+                                                                               cluster):
+    poison, log = tmp_path / "poison", tmp_path / "scored.log"
+    model = FlatLogistic(poison=str(poison), poison_chunk=7, log=str(log), spare_pid=os.getpid())
+    model.lr_, model.classes_ = fitted.lr_, fitted.classes_
+    run = make_run(tmp_path / "run", model)
+    poison.write_text("")
+    out = tmp_path / "s.parquet"
+    options = {"run": str(run), "pool": str(digits_pool), "chunk_size": CHUNK, "workers": 1}
+    t0 = time.perf_counter()
+    with pytest.raises(ClusterError, match="finished chunks are kept: run again with --resume"):
+        run_score(options, out, say=lambda m: None, cluster=cluster)
+    assert time.perf_counter() - t0 < 120
+    folder = parts_dir(out)
+    kept = {p.name: p.stat().st_mtime_ns for p in folder.glob("chunk-*.parquet")}
+    assert "chunk-000007.parquet" not in kept and len(kept) >= 1
+    assert not out.exists()
+    poison.unlink()
+    log.write_text("")
+    res = run_score({**options, "workers": None}, out, resume=True, say=lambda m: None, cluster=cluster)
+    again = sorted(int(v) for v in log.read_text().split())
+    assert set(again) == set(range(10)) - {int(n[6:12]) for n in kept}  # only the missing chunks
+    assert res.n_scored == 10 - len(kept)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("chunk-*.parquet") if p.name in kept} == kept
+    assert len(pd.read_parquet(out)) == 1000
+
+
+def test_cli_score_on_ray_and_an_unreachable_cluster(digits_pool, fitted, tmp_path):
+    run = make_run(tmp_path / "run", fitted)
+    t0 = time.perf_counter()
+    result = CliRunner().invoke(main, ["score", str(run), "--pool", str(digits_pool), "--out",
+                                       str(tmp_path / "s.parquet"), "--cluster", "ray://127.0.0.1:9"])
+    assert result.exit_code == 2 and time.perf_counter() - t0 < 15
+    assert result.output.count("\n") == 1 and "cannot reach the Ray cluster at ray://127.0.0.1:9" in result.output
+    assert not (tmp_path / "s.parquet.parts").exists()  # nothing written
+
+
+def test_a_job_without_cluster_never_imports_ray(digits_pool, cnn, tmp_path):
+    run = make_run(tmp_path / "run", cnn)
+    code = ("import sys; from pseudolabel.cli import main; from pseudolabel.jobs.score import run_score; "
+            "run_score({'run': %r, 'pool': %r, 'chunk_size': 500}, %r, say=lambda m: None); "
+            "assert 'ray' not in sys.modules, 'ray was imported'; print('ok')"
+            % (str(run), str(digits_pool), str(tmp_path / "s.parquet")))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
+
+
+def test_sweep_cells_run_as_ray_tasks(cluster, tmp_path):
+    from pseudolabel.jobs.sweep import run_sweep
+
+    config = {"data": "digits", "labeled": [60], "threshold": [0.5], "seeds": [0], "max_iter": 1, "epochs": 1,
+              "recipe": "seed", "arch": "fast", "reference": False}
+    result = run_sweep(config, tmp_path / "sweep", say=lambda m: None, report=False, cluster=cluster)
+    assert [o.state for o in result.outcomes] == ["finished"] and result.outcomes[0].test_accuracy is not None
+    log = (tmp_path / "sweep" / "logs" / f"{result.cells[0].name}.log").read_text()
+    assert "in a worker with 1 torch thread(s)" in log  # it ran as a Ray task, not in this process
+    again = run_sweep(config, tmp_path / "sweep", say=lambda m: None, report=False, cluster=cluster)
+    assert [o.state for o in again.outcomes] == ["skipped"]  # finished cells are never redone
