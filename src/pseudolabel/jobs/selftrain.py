@@ -282,7 +282,8 @@ class RoundRecorder(Callback):
 
     def pick(self, st, history: list, say) -> int | None:
         """Put the best-scoring round's model and labels into ``st``; returns its round (None:
-        nothing set aside, or the last round is the best)."""
+        nothing set aside, or the last round is the best). A resumed run picks among the rounds
+        since the resume (the models of earlier ones are not kept)."""
         if self.best is None or not history or self.best["round"] == history[-1]["round"]:
             return None
         for key in ("estimator_",) + PICKED_STATE:
