@@ -7,20 +7,26 @@ seconds on a busy 2-core CPU.
 """
 from __future__ import annotations
 
+import json
 import pickle
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
 from pseudolabel.callbacks import Callback
+from pseudolabel.cli import main
 from pseudolabel.datasets import load_image_folder
 from pseudolabel.exceptions import DataError, InputError, one_line
 from pseudolabel.models import ConvNetClassifier
+from pseudolabel.jobs.score import load_run_model
 from pseudolabel.models.backbones import BACKBONES, BackboneNet, build_backbone, check_weights
 from pseudolabel.selftrain import SelfTraining
+from pseudolabel.store import LabelStore
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -213,3 +219,46 @@ def test_imagenet_download_failure_names_the_path_alternative(tmp_path, monkeypa
     assert message == str(exc.value)
     assert re.search(r"cannot get the ImageNet weights of resnet18 \(https://\S+resnet18-\S+\.pth", message)
     assert "pass weights=PATH" in message
+
+
+def test_command_line_fine_tunes_a_backbone_from_a_weights_file(mnist_folder, resnet18_file, tmp_path):
+    """`selftrain --model resnet18 --weights FILE --freeze-epochs --input-size` on a PNG folder:
+    the flags reach the network (two phases at 32 px), labels and predictions reach the store."""
+    root = Path(mnist_folder.X[0]).parents[1]
+    out = tmp_path / "st"
+    result = CliRunner().invoke(main, [str(a) for a in (
+        "selftrain", "--data", root, "--labeled", 50, "--model", "resnet18", "--weights", resnet18_file,
+        "--freeze-epochs", 1, "--input-size", 32, "--epochs", 1, "--threshold", 0.0, "--max-iter", 1,
+        "--out", out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["weights"] == str(resnet18_file.resolve()) and saved["input_size"] == 32
+    assert saved["freeze_epochs"] == 1 and saved["image_size"] is None  # the decode size is not the input size
+    with LabelStore(out / "labels.db") as store:
+        sources = store.events()["source"].value_counts().to_dict()
+    assert sources.get("given") == 50 and sources.get("pseudo", 0) + sources.get("predicted", 0) >= 150, sources
+    model, _ = load_run_model(out)
+    assert model.arch == "resnet18" and model.module_.size == (32, 32)
+    # Round 1 warm-starts from round 0's fine-tuned network: the second phase alone (docs/backbones.md).
+    assert [h["phase"] for h in model.history_] == ["all"] and model.freeze_epochs == 1
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--model", "cnn", "--weights", "none"], ("--weights applies to a torchvision backbone", "--model cnn")),
+    (["--model", "embed:resnet18", "--freeze-epochs", "2"], ("--freeze-epochs applies to a torchvision backbone",)),
+    (["--model", "resnet18", "--weights", "WRONG"], ("resnet34 weights, not resnet18 weights",)),
+    (["--model", "resnet18", "--input-size", "4"], ("--input-size must be at least 8 pixels; got 4",)),
+])
+def test_command_line_backbone_flags_refuse_bad_input_in_one_line(flags, needles, mnist_folder, tmp_path):
+    root = Path(mnist_folder.X[0]).parents[1]
+    wrong = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
+    out = tmp_path / "run"
+    args = ["selftrain", "--data", str(root), "--out", str(out)] + [str(wrong) if f == "WRONG" else f for f in flags]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert not out.exists()  # nothing written

@@ -137,16 +137,24 @@ def test_resume_scores_only_the_missing_chunks(tiny_run, npy_pool, tmp_path):
         run_score({}, tmp_path / "other.parquet", resume=True, say=lambda m: None)
 
 
-def test_selftrain_with_a_pool_reads_it_in_chunks_and_records_its_labels(npy_pool, tmp_path):
+POOL_RUN = ["selftrain", "--data", "digits", "--labeled", "100", "--max-iter", "2", "--epochs", "8", "--recipe", "seed",
+            "--arch", "fast", "--threshold", "0.3", "--seed", "0", "--pool-cap", "50"]
+
+
+@pytest.fixture(scope="module")
+def pool_run(npy_pool, tmp_path_factory):
+    """A finished `selftrain --data digits --labeled 100 --pool pool.npy` run (seconds)."""
+    out = tmp_path_factory.mktemp("pool-run") / "st"
+    result = CliRunner().invoke(main, [*POOL_RUN, "--pool", str(npy_pool), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_selftrain_with_a_pool_reads_it_in_chunks_and_records_its_labels(pool_run, npy_pool, tmp_path):
     from pseudolabel.jobs.selftrain_pool import POOL_LABELS
     from pseudolabel.store import LabelStore
 
-    out = tmp_path / "st"
-    result = CliRunner().invoke(main, [
-        "selftrain", "--data", "digits", "--labeled", "100", "--max-iter", "2", "--epochs", "8", "--recipe", "seed",
-        "--arch", "fast", "--threshold", "0.3", "--seed", "0", "--pool", str(npy_pool), "--pool-cap", "50",
-        "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    out = pool_run
     history = [r for r in (out / "history.csv").read_text().splitlines()[1:]]
     assert len(history) == 3  # rounds 0, 1, 2
     scores = pd.read_parquet(out / POOL_LABELS)
@@ -167,3 +175,37 @@ def test_selftrain_with_a_pool_reads_it_in_chunks_and_records_its_labels(npy_poo
                                       str(tmp_path / "none.npy"), "--out", str(tmp_path / "x")])
     assert again.exit_code == 2 and again.output.startswith("error: no pool file at")
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+def _given_events(db) -> pd.DataFrame:
+    """The given events of the store's one run, with their items' keys and splits."""
+    from pseudolabel.store import LabelStore
+
+    with LabelStore(db, create=False) as store:
+        (run_id,) = store.runs()["run_id"].tolist()
+        items = store.items().set_index("item_id")
+        events = store.events(run_id, "given")
+        return events.assign(key=items.loc[events["item_id"], "key"].to_numpy(),
+                             split=items.loc[events["item_id"], "split"].to_numpy(), run_id=run_id)
+
+
+def test_a_pool_run_records_the_given_labels_of_data_once(pool_run, npy_pool):
+    from pseudolabel.datasets import load_dataset
+
+    ds = load_dataset("digits")
+    given = _given_events(pool_run / "labels.db")
+    # --labeled 100: 100 given events of round 0, each the data set's label of its item, 10 per class.
+    assert len(given) == 100 and given["key"].is_unique and (given["round"] == 0).all()
+    assert set(given["split"]) == {"train"}
+    truth = dict(zip(ds.items, ds.y.tolist()))
+    assert given["label"].tolist() == [truth[k] for k in given["key"]]
+    assert given["label"].value_counts().to_dict() == {c: 10 for c in range(10)}
+    # As the in-memory job: every item of --data is in the store, the pool's beside them.
+    from pseudolabel.store import LabelStore
+
+    with LabelStore(pool_run / "labels.db", create=False) as store:
+        assert store.items()["split"].value_counts().to_dict() == {"train": len(ds.items), "pool": 700}
+    # A resumed run (here: one that had finished) records them no second time.
+    again = CliRunner().invoke(main, [*POOL_RUN, "--pool", str(npy_pool), "--out", str(pool_run), "--resume"])
+    assert again.exit_code == 0, again.output
+    pd.testing.assert_frame_equal(_given_events(pool_run / "labels.db"), given)

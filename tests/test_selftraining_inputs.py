@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from sklearn.base import clone
-from sklearn.datasets import load_wine
+from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.semi_supervised import SelfTrainingClassifier
 
 from pseudolabel.crossval import out_of_fold_proba
 from pseudolabel.exceptions import InputError
@@ -217,3 +218,25 @@ def test_adaptive_resumes_to_the_same_labels(text_split):
     resumed = SelfTraining(LogisticRegression(), max_iter=4).fit(X, yp, resume=states[-1])
     np.testing.assert_array_equal(resumed.transduction_, full.transduction_)
     assert [r["n_added"] for r in resumed.history_] == [r["n_added"] for r in full.history_]
+
+
+def test_auto_keeps_scikit_learns_threshold_for_a_confident_model():
+    """criterion="auto" with a model confident on most of the pool (logistic regression on
+    breast_cancer, 57 labels): scikit-learn's plain 0.75, the same labels as SelfTrainingClassifier;
+    a resumed run keeps that choice."""
+    X, y = load_breast_cancer(return_X_y=True)
+    yp = np.full(len(y), -1)
+    rows = np.random.default_rng(0).permutation(len(y))[:57]
+    yp[rows] = y[rows]
+    model = make_pipeline(StandardScaler(), LogisticRegression())
+    auto = SelfTraining(clone(model)).fit(X, yp)
+    sk = SelfTrainingClassifier(clone(model)).fit(X, yp)
+    assert auto.criterion_ == "threshold" and auto.history_[1]["threshold"] == 0.75
+    assert auto.history_[1]["n_added"] > 0.7 * (len(y) - 57)  # most of the pool at once
+    np.testing.assert_array_equal(auto.transduction_, sk.transduction_)
+    np.testing.assert_array_equal(auto.predict(X), sk.predict(X))
+    states = []
+    SelfTraining(clone(model), max_iter=1, callback=lambda st, rec: states.append(st.get_state())).fit(X, yp)
+    resumed = SelfTraining(clone(model)).fit(X, yp, resume=states[-1])
+    assert resumed.criterion_ == "threshold"
+    np.testing.assert_array_equal(resumed.transduction_, auto.transduction_)

@@ -17,7 +17,7 @@ from pseudolabel.jobs.sweep import parse_int_axis, parse_modes, parse_threshold_
 from pseudolabel.report import write_report
 from pseudolabel.review import review_main
 from pseudolabel.store import LabelStore
-from pseudolabel.cli_scale import pool_options, score as score_command
+from pseudolabel.cli_scale import CLUSTER_HELP, pool_options, score as score_command
 from pseudolabel.jobs.selftrain_pool import run_selftrain_pool
 
 EXIT_USAGE = 2
@@ -86,11 +86,21 @@ def _image_options(fn):
 
 
 def _table_options(fn):
-    """--label-column, --text-column and --model, for every command that trains on --data."""
+    """--label-column, --text-column, --model and the backbone's --weights, --freeze-epochs and
+    --input-size, for every command that trains on --data."""
     fn = click.option("--model", "model_name", default=None, metavar="NAME",
                       help="logreg, hgb, forest, tfidf-logreg, cnn, a torchvision backbone (resnet18, ...), "
                            "embed:BACKBONE or module:package.module:Factory (default: cnn for images, hgb for a "
                            "table, tfidf-logreg for texts; docs/tables.md).")(fn)
+    fn = click.option("--input-size", "input_size", type=int, default=None, metavar="PX",
+                      help="With a backbone or embed:BACKBONE: the side images are resized to in front of the "
+                           "network (default: the weights' own, 224; smaller is several times faster on a CPU).")(fn)
+    fn = click.option("--freeze-epochs", "freeze_epochs", type=int, default=None, metavar="N",
+                      help="With a backbone: epochs that train the new head alone before the whole network "
+                           "(fastai's fine_tune; default 1).")(fn)
+    fn = click.option("--weights", default=None, metavar="imagenet|PATH|none",
+                      help="With a backbone or embed:BACKBONE: imagenet (torchvision's download and cache, the "
+                           "default), a .pt/.pth state_dict of the same network, or none (random weights).")(fn)
     fn = click.option("--text-column", "text_column", default=None, metavar="COL",
                       help="With --label-column: the column of texts to learn from.")(fn)
     fn = click.option("--label-column", "label_column", default=None, metavar="COL",
@@ -294,6 +304,7 @@ def demo(out):
               help="Folds trained at once, in worker processes of one thread each (2 on a 2-core CPU).")
 @click.option("--threads", type=int, default=None, show_default="1",
               help="torch threads of the main process; more only help on an otherwise idle machine.")
+@click.option("--cluster", default=None, help="Train the folds as Ray tasks. " + CLUSTER_HELP)
 @click.option("--device", default=None, show_default="auto", help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the killed run in --out from its last finished fold.")
@@ -303,7 +314,7 @@ def demo(out):
 def clean(image_size, skip_bad_images, data, noise, noise_kind, folds, passes, method, threshold, policy, epochs,
           budget, later_epochs, later_augment, later_weighted, average_passes, min_steps, seed, limit, jobs, threads,
           device,
-          out, resume, store, **table):
+          out, resume, store, cluster=None, **table):
     """Find labels that are probably wrong (out-of-fold predictions), and fix or flag them.
 
     Writes issues.csv (most suspicious first), grid.png (up to 25 disagreements, most likely wrong
@@ -315,6 +326,7 @@ def clean(image_size, skip_bad_images, data, noise, noise_kind, folds, passes, m
     \b
     Examples:
       pseudolabel clean --data mnist --noise 0.1 --folds 5 --jobs 2 --out runs/clean
+      pseudolabel clean --data mnist --folds 8 --cluster ray://head:10001 --out runs/clean-ray
       pseudolabel clean --data photos/ --policy review --out runs/photos-clean
       pseudolabel review runs/photos-clean/labels.db
     """
@@ -322,7 +334,8 @@ def clean(image_size, skip_bad_images, data, noise, noise_kind, folds, passes, m
                   threshold=threshold, policy=policy, epochs=epochs, budget=budget, later_epochs=later_epochs,
                   later_augment=later_augment, later_weighted=later_weighted, average_passes=average_passes,
                   min_steps=min_steps, seed=seed, limit=limit, jobs=jobs,
-                  threads=threads, device=device, image_size=image_size, skip_bad_images=skip_bad_images, **table)
+                  threads=threads, device=device, image_size=image_size, skip_bad_images=skip_bad_images,
+                  cluster=cluster, **table)
     if store is not None:
         config["store"] = str(store)
     result = run_clean({k: v for k, v in config.items() if v is not None}, out, resume=resume)

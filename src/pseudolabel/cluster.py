@@ -6,7 +6,8 @@ functions, so a job without ``--cluster`` never loads it. ``local`` starts a pri
 on this machine (CPUs capped, a 200 MB object store, no dashboard, bound to 127.0.0.1) and shuts
 it down when the job ends, failed or not; ``auto`` joins the cluster this machine belongs to
 (``ray start`` ran here); ``ray://HOST:PORT`` joins a remote one through Ray Client. An address
-that does not answer is one line within :data:`CONNECT_TIMEOUT_S`.
+that does not answer is one line within :data:`CONNECT_TIMEOUT_S` (a ``ray://`` one:
+:data:`CLIENT_CONNECT_TIMEOUT_S`).
 
 Faults: a worker process that dies (killed, out of memory) is restarted by Ray and its chunk or
 fold retried, ``retries`` times (default :data:`RETRIES`); past that the job stops with one line,
@@ -32,9 +33,13 @@ import numpy as np
 
 from pseudolabel.exceptions import InputError, PseudolabelError, one_line
 
-__all__ = ["Cluster", "ClusterError", "check_address", "CONNECT_TIMEOUT_S", "RETRIES", "LOCAL_OBJECT_STORE_MB"]
+__all__ = ["Cluster", "ClusterError", "check_address", "CONNECT_TIMEOUT_S", "CLIENT_CONNECT_TIMEOUT_S", "RETRIES",
+           "LOCAL_OBJECT_STORE_MB"]
 
 CONNECT_TIMEOUT_S = 10.0
+# Ray Client's proxy starts a server process for each driver before it answers: 2-3 s on an idle
+# 2-core machine, over 10 s on a loaded one. Ray Client gives up by itself after 30 s.
+CLIENT_CONNECT_TIMEOUT_S = 40.0
 RETRIES = 3
 LOCAL_OBJECT_STORE_MB = 200
 _INSTALL = "pip install 'pseudolabel[ray]'"
@@ -78,6 +83,16 @@ def _reachable(address: str, timeout: float) -> None:
                            "pass --cluster local.") from None
 
 
+def _auth_hint(address: str) -> str:
+    """What to try when a cluster does not answer: Ray 2.60 starts clusters with token
+    authentication and, for an explicit address, sends its token only with RAY_AUTH_MODE=token
+    (it never sends a token to an address it was not told to trust; neither does this module)."""
+    if address in ("local", "auto") or os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    return ("; a cluster started with token authentication (Ray 2.60's default) answers only when "
+            "RAY_AUTH_MODE=token is set here, with its token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+
+
 def _init_within(ray, timeout: float, **kwargs) -> None:
     """``ray.init(**kwargs)``, given up after ``timeout`` seconds: something that accepts TCP on
     the port but is not Ray (a proxy, another server) would otherwise be retried for a minute."""
@@ -95,7 +110,7 @@ def _init_within(ray, timeout: float, **kwargs) -> None:
     if thread.is_alive():
         raise ClusterError(f"{kwargs.get('address')} accepted a connection but did not answer as a Ray cluster "
                            f"within {timeout:.0f} s; check the address and port (ray:// for Ray Client, port "
-                           "10001; HOST:PORT for the head node, port 6379).")
+                           f"10001; HOST:PORT for the head node, port 6379){_auth_hint(kwargs.get('address'))}.")
     if "error" in box:
         raise box["error"]
 
@@ -114,13 +129,14 @@ class Cluster:
         themselves and only scores travel back.
     retries : int, default 3
         How often a chunk or fold whose worker died is retried before the job stops.
-    timeout_s : float, default 10
-        How long an address may take to answer.
+    timeout_s : float, optional
+        How long an address may take to answer (default 10 s; 40 s for ``ray://``, whose proxy
+        starts a server process per driver).
     """
 
     def __init__(self, address: str = "local", *, num_cpus: int | None = None,
                  object_store_mb: int = LOCAL_OBJECT_STORE_MB, retries: int = RETRIES,
-                 timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+                 timeout_s: float | None = None) -> None:
         self.address = check_address(address)
         self.num_cpus, self.object_store_mb = num_cpus, object_store_mb
         self.retries, self.timeout_s = retries, timeout_s
@@ -131,7 +147,7 @@ class Cluster:
     def start(self) -> "Cluster":
         ray = _import_ray()
         if self.address not in ("local", "auto"):  # a dead address is the first thing to say
-            _reachable(self.address, self.timeout_s)
+            _reachable(self.address, self.timeout_s or CONNECT_TIMEOUT_S)
         if ray.is_initialized():
             raise ClusterError("Ray is already initialized in this process; pass that cluster's Cluster "
                                "object to the job, or shut the other runtime down first.")
@@ -142,13 +158,15 @@ class Cluster:
                 ray.init(num_cpus=cpus, object_store_memory=int(self.object_store_mb) * 1024 ** 2,
                          include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
             elif self.address == "auto":
-                _init_within(ray, self.timeout_s, address="auto", **quiet)
+                _init_within(ray, self.timeout_s or CONNECT_TIMEOUT_S, address="auto", **quiet)
             else:
-                _init_within(ray, self.timeout_s, address=self.address, **quiet)
+                wait = self.timeout_s or (CLIENT_CONNECT_TIMEOUT_S if self.address.startswith("ray://")
+                                          else CONNECT_TIMEOUT_S)
+                _init_within(ray, wait, address=self.address, **quiet)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
             ray.shutdown()
             raise ClusterError(f"cannot join the Ray cluster {self.address!r} ({one_line(exc)[:200]}); start one "
-                               "with 'ray start --head' or pass --cluster local.") from None
+                               f"with 'ray start --head' or pass --cluster local{_auth_hint(self.address)}.") from None
         self._ray = ray
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # no line per dataset executed
         ctx = ray.data.DataContext.get_current()
@@ -251,27 +269,24 @@ class Cluster:
         ``pool`` with ``model`` in a pool of Ray Data actors (``map_batches``), each holding the
         model and reading its chunks itself: only the scores travel. Yields, per chunk as it
         finishes, ``{"chunk", "start", "pred", "conf", "proba"}`` (``pred``: column of
-        ``model.classes_``). One actor per GPU when the cluster has GPUs, else one per CPU."""
+        ``model.classes_``). One actor per GPU when the cluster has GPUs, else one per CPU.
+
+        Through Ray Client (``ray://``) the same actors are plain Ray actors fed one chunk at a
+        time: Ray Data runs its executor in the driver, which needs to be a cluster worker there
+        (Ray 2.60 over Ray Client: "'Worker' object has no attribute 'core_worker'")."""
         if not bounds:
             return
-        ray = self.ray
         gpus = self.n_gpus
         workers = concurrency or (gpus if gpus else self.n_cpus)
         workers = max(1, min(int(workers), len(bounds)))
-        items = [{"chunk": int(k), "start": int(s), "stop": int(e)} for k, s, e in bounds]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60)
-            warnings.simplefilter("ignore")
-            scored = ds.map_batches(
-                _ScoreActor, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=1, num_gpus=1 if gpus else 0,
-                fn_constructor_kwargs={"model": model, "pool": pool, "with_proba": with_proba},
-                max_restarts=self.retries, max_task_retries=self.retries)
+        from ray.util.client import ray as client  # Ray: only for --cluster
+
+        by = self._batches_by_actors if client.is_connected() else self._batches_by_ray_data
         wanted = {int(k): int(e) - int(s) for k, s, e in bounds}
         starts = {int(k): int(s) for k, s, _ in bounds}
         parts: dict[int, list] = {}
         try:
-            for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in by(model, pool, bounds, with_proba, workers, gpus):
                 chunk_of = np.asarray(batch["chunk"])
                 for k in np.unique(chunk_of).tolist():
                     mine = chunk_of == k
@@ -291,9 +306,41 @@ class Cluster:
             raise ClusterError(f"scoring failed on the Ray cluster ({type(exc).__name__}: {one_line(exc)[:240]}); "
                                "finished chunks are kept: run again with --resume.") from None
 
+    def _batches_by_ray_data(self, model, pool, bounds, with_proba: bool, workers: int, gpus: int) -> Iterator[dict]:
+        """Ray Data ``map_batches`` over the chunk list, with an actor pool: batches as they come."""
+        ray = self.ray
+        items = [{"chunk": int(k), "start": int(s), "stop": int(e)} for k, s, e in bounds]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60)
+            warnings.simplefilter("ignore")
+            scored = ds.map_batches(
+                _ScoreActor, batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+                num_cpus=1, num_gpus=1 if gpus else 0,
+                fn_constructor_kwargs={"model": model, "pool": pool, "with_proba": with_proba},
+                max_restarts=self.retries, max_task_retries=self.retries)
+        yield from scored.iter_batches(batch_size=None, batch_format="numpy")
+
+    def _batches_by_actors(self, model, pool, bounds, with_proba: bool, workers: int, gpus: int) -> Iterator[dict]:
+        """``workers`` plain Ray actors (restarted and their chunk retried ``retries`` times), one
+        chunk per call, batches as they finish; the actors are ended at the end."""
+        from ray.util import ActorPool  # Ray: only for --cluster
+
+        ray = self.ray
+        remote = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_restarts=self.retries,
+                            max_task_retries=self.retries)(_ScoreActor)
+        model_ref = ray.put(model)  # sent once, however many actors
+        actors = [remote.remote(model_ref, pool, with_proba) for _ in range(workers)]
+        items = [{"chunk": np.array([k]), "start": np.array([s]), "stop": np.array([e])} for k, s, e in bounds]
+        try:
+            yield from ActorPool(actors).map_unordered(lambda actor, item: actor.score.remote(item), items)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
 
 class _ScoreActor:
-    """One Ray Data actor: the model loaded once, then chunk after chunk read from the pool."""
+    """One scoring actor (Ray Data's, or a plain one through Ray Client): the model loaded once,
+    then chunk after chunk read from the pool."""
 
     def __init__(self, model, pool, with_proba: bool) -> None:
         threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
@@ -310,3 +357,7 @@ class _ScoreActor:
         return {"chunk": np.full(n, k, dtype=np.int64), "row": np.arange(start, stop, dtype=np.int64),
                 "pred": proba.argmax(axis=1).astype(np.int64), "conf": proba.max(axis=1),
                 "proba": proba.astype(np.float32) if self.with_proba else np.zeros((n, 1), np.float32)}
+
+    def score(self, batch: dict) -> dict:
+        """The plain actor's method (Ray Client): the same as calling it."""
+        return self(batch)

@@ -29,19 +29,11 @@ from pseudolabel.calibration import (
 )
 from pseudolabel.exceptions import InputError
 from pseudolabel.selection import (
-    ThresholdSchedule, check_schedule, class_balanced, select_by_threshold, select_k_best,
-    threshold_for_round,
+    CONFIDENT_THRESHOLD, ThresholdSchedule, adaptive_quota, adaptive_take, check_schedule, class_balanced,
+    confident_enough, select_by_threshold, select_k_best, threshold_for_round,
 )
 
 _CRITERIA = ("auto", "threshold", "k_best")
-# criterion="auto" for any model but the CNN (SelfTraining's docstring, _adaptive_take): each
-# round takes at most this share of the unlabeled pool, split over the classes in the proportions
-# of the given labels, the most confident first (with max_iter=10, all of it can be taken) ...
-_ADAPTIVE_STEP = 0.1
-# ... and only predictions more likely right than wrong: calibrated confidence above 0.5. Chosen
-# with bench/bench_stc.py on seeds 0-4 (docs/benchmarks.md): step 0.05 and 0.2, a floor of chance
-# (1 / n_classes) instead of 0.5, and also taking every row above a calibrated 0.9 did worse.
-_ADAPTIVE_MIN_CONFIDENCE = 0.5
 # Folds of the out-of-fold predictions on the given labels that calibrate the confidences.
 _ADAPTIVE_FOLDS = 5
 _CALIBRATIONS = ("temperature",)
@@ -119,7 +111,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         one label leaves them uncalibrated, ``temperature_`` 1.0), then per predicted class the most
         confident are taken, at most 10 % of the unlabeled pool per round split in the proportions
         of the given classes (a per-class k-best), and only those with calibrated confidence above
-        0.5, more likely right than wrong. On scikit-learn's digits, breast_cancer and wine with
+        0.7 (:func:`pseudolabel.selection.adaptive_take`). On scikit-learn's digits, breast_cancer and wine with
         10 % labels and a text set with 40 it scored 1.8 points above ``SelfTrainingClassifier``
         on the mean of 9 cases, within one standard deviation of it where below
         (docs/benchmarks.md).
@@ -324,6 +316,13 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             return "threshold"
         return "adaptive"
 
+    def _plain_threshold(self) -> ThresholdSchedule:
+        """The threshold of criterion_ 'threshold': as given; else scikit-learn's 0.75 where
+        criterion "auto" found the model confident (selection.confident_enough), 0.95 for the CNN."""
+        if self.threshold is not None:
+            return self.threshold
+        return CONFIDENT_THRESHOLD if self._resolve_criterion() == "adaptive" else 0.95
+
     def _given_temperature(self, X, y: np.ndarray) -> float:
         """The temperature of the adaptive selection: fitted to out-of-fold probabilities of the
         given labels (every given row predicted by a model fit on the others), so no label is
@@ -338,12 +337,6 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             proba = out_of_fold_proba(self.estimator, _safe_indexing(X, rows), y[rows], cv=n_folds,
                                       random_state=0)
         return fit_temperature(proba, np.searchsorted(np.unique(y[rows]), y[rows]), from_proba=True)
-
-    def _adaptive_take(self, proba: np.ndarray) -> np.ndarray:
-        """Rows the adaptive selection takes from calibrated ``proba``: per predicted class the most
-        confident, at most the class's quota (``_ADAPTIVE_STEP`` of the pool, in the proportions of
-        the given labels), and only those above ``_ADAPTIVE_MIN_CONFIDENCE``."""
-        return class_balanced(proba, proba.max(axis=1) > _ADAPTIVE_MIN_CONFIDENCE, self._adaptive_quota)
 
     def _validation_rows(self, y: np.ndarray) -> np.ndarray:
         """The given rows held out for calibration: a stratified share, the same for any round."""
@@ -464,9 +457,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if self.criterion_ == "adaptive":
             # Fitted before the first round that needs it (none with max_iter=0).
             self.temperature_ = None
-            counts = np.unique(y[labeled], return_counts=True)[1]
-            n_pool = int(np.sum(~labeled))
-            self._adaptive_quota = np.ceil(_ADAPTIVE_STEP * n_pool * counts / counts.sum()).astype(np.int64)
+            self._adaptive_quota = adaptive_quota(y[labeled], int(np.sum(~labeled)))
         self._y_true = y_true
         self._eval_set = eval_set
         if resume is not None:
@@ -511,12 +502,19 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             pred = est_classes[proba.argmax(axis=1)]
             conf = proba.max(axis=1)
             threshold = None
+            if self.criterion_ == "adaptive" and self.n_iter_ == 0 and confident_enough(proba):
+                # The first selection sees a model that is confident on most of the pool: a plain
+                # threshold (scikit-learn's 0.75) takes that share at once; nothing to adapt to.
+                self.criterion_ = "threshold"
+                if self.verbose:
+                    print(f"criterion auto: {np.mean(conf > CONFIDENT_THRESHOLD):.0%} of the pool above "
+                          f"{CONFIDENT_THRESHOLD}: a plain threshold", flush=True)
             if self.criterion_ == "adaptive":
                 if self.temperature_ is None:
                     self.temperature_ = self._given_temperature(X, y)
                 proba = apply_temperature(proba, self.temperature_)
                 conf = proba.max(axis=1)
-                take = self._adaptive_take(proba)
+                take = adaptive_take(proba, self._adaptive_quota)
                 # The record's threshold: the lowest calibrated confidence taken.
                 threshold = float(conf[take].min()) if take.any() else None
                 cal_rec = {"temperature": self.temperature_}
@@ -529,9 +527,11 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                         break
                     threshold = max(on_held_out, on_pool)
                 else:
-                    threshold = threshold_for_round(0.95 if self.threshold is None else self.threshold, round_)
+                    threshold = threshold_for_round(self._plain_threshold(), round_)
                 take = select_by_threshold(proba, threshold)
-                if cal_rec is not None:
+                if self._resolve_criterion() == "adaptive":  # auto, switched to a threshold: same records
+                    cal_rec = {"temperature": None}
+                if cal_rec is not None and "chosen_threshold" in cal_rec:
                     above = held_conf > threshold
                     cal_rec["chosen_threshold"] = threshold
                     cal_rec["precision_support"] = int(above.sum())
@@ -652,7 +652,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         # transduction_ is saved as codes (-1 unlabeled), the same for names and integer labels.
         state = {k.lstrip("_") + ("_" if k == "_transduction" else ""): getattr(self, k) for k in (
             "estimator_", "_transduction", "labeled_iter_", "label_confidence_", "history_", "n_iter_",
-            "termination_condition_", "final_fitted_") if hasattr(self, k)}
+            "termination_condition_", "final_fitted_", "criterion_") if hasattr(self, k)}
         state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
         state["history_"] = [dict(r) for r in self.history_]
         return state

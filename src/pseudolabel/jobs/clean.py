@@ -11,6 +11,7 @@ Files written: ``config.json``, ``history.jsonl`` (one record per fold, then a s
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import time
@@ -202,7 +203,7 @@ def _check_store_classes(store, ds: Dataset) -> None:
 
 
 def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Callable[[str], None] = _say,
-              dataset: Dataset | None = None) -> CleanResult:
+              dataset: Dataset | None = None, cluster=None) -> CleanResult:
     """Run (or resume) label cleaning as ``config`` says, writing everything into ``out``.
 
     Parameters
@@ -213,11 +214,14 @@ def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Ca
     out : path
         The run directory: created (it must not hold a run), or reopened with ``resume=True``,
         where the saved config wins (options that differ are refused in one line, except
-        ``device``, ``jobs`` and ``threads``) and finished folds are loaded, not redone.
+        ``device``, ``jobs``, ``threads`` and ``cluster``) and finished folds are loaded, not redone.
     say : callable
         Receives progress lines.
     dataset : Dataset, optional
         Data already loaded (tests, notebooks); ``config['data']`` is then only recorded.
+    cluster : pseudolabel.cluster.Cluster, optional
+        A started cluster to train the folds on, used and left running; else ``config['cluster']``
+        (local, auto, ray://HOST:PORT) is joined for this run, or, when None, folds train here.
 
     Examples
     --------
@@ -240,7 +244,11 @@ def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Ca
     make_model(config.model, config.seed, name=config.model_name)
     limits = threadpool_limits(limits=config.threads)
     try:
-        with JobContext() as ctx:
+        with contextlib.ExitStack() as stack, JobContext() as ctx:
+            if cluster is None and config.cluster:  # joined before anything is written
+                from pseudolabel.cluster import Cluster  # Ray: only for --cluster
+
+                cluster = stack.enter_context(Cluster(config.cluster))
             store = None
             if config.store and not resume:
                 config = config.replace(store=str(Path(config.store).expanduser().resolve()))
@@ -251,19 +259,19 @@ def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Ca
                 config = config.replace(run_id=config.run_id or outputs.new_run_id("clean"))
             run = ctx.attach(RunDirectory.create(out, job="clean", config=config.to_dict(), resume=resume))
             store = store or ctx.open_store(run.path / STORE_FILE)
-            return _clean(config, ds, data, splits, run, store, say, t_start)
+            return _clean(config, ds, data, splits, run, store, say, t_start, cluster)
     finally:
         limits.restore_original_limits()
 
 
 def _clean(config: CleanConfig, ds: Dataset, data: CleanData, splits, run: RunDirectory, store, say,
-           t_start: float) -> CleanResult:
+           t_start: float, cluster=None) -> CleanResult:
     for note in data.notes:
         say(note)
     what = (f"{len(data.y)} labels, {int(data.noisy.sum())} of them corrupted on purpose "
             f"({config.noise_kind} noise {config.noise:g})" if data.noisy is not None else f"{len(data.y)} labels")
     say(f"cleaning {ds.name or config.data}: {what}; {config.folds} folds, method {config.method}")
-    proba, classes, issues = oof_passes(run, config, data, splits, say, t_start)
+    proba, classes, issues = oof_passes(run, config, data, splits, say, t_start, cluster)
     t_oof = time.perf_counter() - t_start
 
     estimate = estimate_label_errors(data.y, proba, classes=classes, random_state=config.seed)

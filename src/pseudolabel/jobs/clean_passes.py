@@ -109,7 +109,7 @@ class FoldCheckpoint(Callback):
 
 def oof_by_fold(run: RunDirectory, config: Mapping, data: CleanData, splits: list, say=_say,
                 t_start: float | None = None, *, labels: np.ndarray | None = None, pass_no: int = 1,
-                earlier: list | tuple = (), weights: np.ndarray | None = None):
+                earlier: list | tuple = (), weights: np.ndarray | None = None, cluster=None):
     """Out-of-fold probabilities, one checkpointed fold at a time. Returns (proba, classes).
 
     The folds are trained by :func:`pseudolabel.out_of_fold_proba` (the one fold loop), given the
@@ -119,7 +119,9 @@ def oof_by_fold(run: RunDirectory, config: Mapping, data: CleanData, splits: lis
     ``labels`` (default: the given ones) are what the folds train on; a later pass trains on the
     labels the pass before fixed (``pass_no`` > 1, checkpoints ``pass2-fold-K.joblib``), and its
     history records follow ``earlier`` (the records of the passes before). ``weights``, when
-    given, weigh each training row's loss (how much its label is trusted).
+    given, weigh each training row's loss (how much its label is trusted). ``cluster``, a started
+    :class:`pseudolabel.cluster.Cluster`, trains the folds as Ray tasks instead (one CPU and one
+    torch thread each); each is checkpointed here as it comes back, in fold order.
     """
     t_start = time.perf_counter() if t_start is None else t_start
     y = data.y if labels is None else labels
@@ -143,10 +145,14 @@ def oof_by_fold(run: RunDirectory, config: Mapping, data: CleanData, splits: lis
     todo = [k for k in range(n_folds) if k not in done]
     # The history holds exactly the finished folds (a summary of an earlier attempt is redone).
     run.rewrite_history(list(earlier) + [records[k] for k in sorted(records)])
-    n_workers = workers(config, len(todo))
-    if n_workers > 1:
+    n_workers = workers(config, len(todo)) if cluster is None else max(1, min(cluster.n_cpus, len(todo)))
+    if cluster is not None and todo:
+        say(f"{tag}training folds {', '.join(str(k + 1) for k in todo)} of {n_folds} as Ray tasks on "
+            f"{cluster.address} ({cluster.n_cpus} CPUs)")
+    elif n_workers > 1:
         say(f"{tag}training folds {', '.join(str(k + 1) for k in todo)} of {n_folds}, {n_workers} at a time")
-    progress = EpochProgress(every=10.0, round=None, say=say) if n_workers == 1 else None
+    # An epoch printer only where the folds train in this process: a Ray task's would print nowhere.
+    progress = EpochProgress(every=10.0, round=None, say=say) if n_workers == 1 and cluster is None else None
     estimator = build_estimator(config, [progress] if progress else None)
     per_fit = fold_budget(config, t_start, n_workers, len(todo))
     if per_fit is not None and "budget" in estimator.get_params():
@@ -157,7 +163,8 @@ def oof_by_fold(run: RunDirectory, config: Mapping, data: CleanData, splits: lis
         weights = None
     saver = FoldCheckpoint(run, data, labels_key, pass_no, records, t_start, say, progress)
     proba = out_of_fold_proba(estimator, data.X, y, cv=splits, n_jobs=n_workers, sample_weight=weights,
-                              callbacks=[saver], done=done, classes=classes)
+                              callbacks=[saver], done=done, classes=classes,
+                              executor=None if cluster is None else cluster.fold_executor())
     # fold order, whatever order they finished in
     run.rewrite_history(list(earlier) + [records[k] for k in range(n_folds)])
     return proba, classes
@@ -215,7 +222,7 @@ def combine_passes(config: Mapping, probas: list) -> np.ndarray:
 
 
 def oof_passes(run: RunDirectory, config: CleanConfig, data: CleanData, splits: list, say=_say,
-               t_start: float | None = None):
+               t_start: float | None = None, cluster=None):
     """Out-of-fold probabilities after the passes ``n_passes`` asks for. Returns (proba, classes,
     issues): ``issues`` ranks ``proba`` against the given labels, computed once per pass.
 
@@ -225,8 +232,9 @@ def oof_passes(run: RunDirectory, config: CleanConfig, data: CleanData, splits: 
     Later passes train with their own recipe (:func:`pass_config`) and, with ``later_weighted``,
     weigh each label by its posterior (:func:`later_pass_labels`). What is ranked against the
     given labels is the mean of every pass's probabilities (``average_passes``) or the last's.
+    ``cluster`` (a started :class:`pseudolabel.cluster.Cluster`) trains every pass's folds as Ray tasks.
     """
-    proba, classes = oof_by_fold(run, config, data, splits, say, t_start)
+    proba, classes = oof_by_fold(run, config, data, splits, say, t_start, cluster=cluster)
     issues = rank(config, data.y, proba, classes)
     total = n_passes(config, issues)
     if config["passes"] == "auto":
@@ -242,7 +250,7 @@ def oof_passes(run: RunDirectory, config: CleanConfig, data: CleanData, splits: 
                                                             if weights is not None else ""))
         earlier = [r for r in run.read_history() if r.get("record") == "fold" and r.get("pass", 1) < pass_no]
         last, classes = oof_by_fold(run, later, data, splits, say, t_start, labels=fixed, pass_no=pass_no,
-                                    earlier=earlier, weights=weights)
+                                    earlier=earlier, weights=weights, cluster=cluster)
         passes.append(last)
         proba = combine_passes(config, passes)
         issues = rank(config, data.y, proba, classes)

@@ -109,6 +109,12 @@ def parse_duration(text) -> float:
     return value
 
 
+# The flat key (config.json, --input-size) of the model's own ``image_size``: the size a backbone
+# resizes its input to. ``image_size`` in the flat dict is the job's: the size images are decoded at.
+INPUT_SIZE = "input_size"
+# Parameters only the torchvision backbones (and embed:) read; refused for other models.
+BACKBONE_PARAMS = {"weights": "--weights", "freeze_epochs": "--freeze-epochs", "image_size": "--input-size"}
+
 _SEED = [Interval(int, 0, None)]
 # Stricter than the model's own rules where a job needs it: a job that trains zero epochs would
 # write a run of untrained models.
@@ -179,6 +185,9 @@ class JobConfig(Mapping):
         when the caller sets the epochs but not the minimum."""
         if "epochs" in given and "min_steps" not in given:
             flat["min_steps"] = 0
+        weights = flat.get("weights")
+        if isinstance(weights, (str, Path)) and str(weights).strip().lower() not in ("imagenet", "none"):
+            flat["weights"] = str(Path(weights).expanduser().resolve())  # a resumed run finds it from anywhere
         if flat.get("model_name") is None and flat.get("label_column") is not None:
             from pseudolabel.models.registry import default_model  # torch is loaded lazily
 
@@ -241,6 +250,8 @@ class JobConfig(Mapping):
                 continue
             if k in names:
                 known[k] = v
+            elif k == INPUT_SIZE:  # the model's image_size (the job's image_size is the decode size)
+                model["image_size"] = v
             elif k in model_param_names():
                 model[k] = v
             else:
@@ -268,6 +279,7 @@ class JobConfig(Mapping):
                 raise InputError(f"{flag} must be a non-empty name. Got {value!r} instead.")
         if self.text_column is not None and self.label_column is None:
             raise InputError("--text-column needs --label-column: name the column of labels too.")
+        self._check_backbone_params()
         estimator = make_model(self.model, 0, name=self.model_name)  # an unknown name stops here
         check_model(self.model_name, self.data_kind)
         if hasattr(estimator, "check_params"):  # the torch models check their own parameters
@@ -275,6 +287,25 @@ class JobConfig(Mapping):
         check_device(self.model.get("device", "auto"))
         self._check_more()
         return self
+
+    def _check_backbone_params(self) -> None:
+        """--weights, --freeze-epochs and --input-size need a model that reads them."""
+        from pseudolabel.models.registry import EMBED, MODULE, is_backbone  # torch is loaded lazily
+
+        name = self.model_name or "cnn"
+        size = self.model.get("image_size")
+        if isinstance(size, int) and size < 8:
+            raise InputError(f"--input-size must be at least 8 pixels; got {size} (the networks downsample 32-fold: "
+                             "32 or more is usual).")
+        if name.startswith(MODULE) or is_backbone(name):
+            return  # a backbone reads them all; a user's estimator gets those it has
+        given = [flag for key, flag in BACKBONE_PARAMS.items() if self.model.get(key) is not None]
+        if name.startswith(EMBED):
+            given = [flag for flag in given if flag == "--freeze-epochs"]  # embed: fine-tunes nothing
+        if given:
+            raise InputError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a torchvision "
+                             f"backbone (--model resnet18, ...){'' if given == ['--freeze-epochs'] else ' or embed:BACKBONE'}"
+                             f", not --model {name}; leave {'it' if len(given) == 1 else 'them'} out or pick a backbone.")
 
     def _check_more(self) -> None:
         """Checks that need more than one value (a subclass's)."""
@@ -289,7 +320,8 @@ class JobConfig(Mapping):
     # -- reading, as the flat dict config.json holds -----------------------------------------
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("model", "extra")}
-        return {**self.extra, **out, **self.model}
+        model = {(INPUT_SIZE if k == "image_size" else k): v for k, v in self.model.items()}
+        return {**self.extra, **out, **model}
 
     def __getitem__(self, key: str):
         return self.to_dict()[key]
@@ -299,7 +331,6 @@ class JobConfig(Mapping):
 
     def __len__(self) -> int:
         return len(self.to_dict())
-
 
 
 @dataclass
@@ -379,6 +410,7 @@ class CleanConfig(JobConfig):
         "later_weighted": [Boolean()],
         "average_passes": [Boolean()],
         "budget": [Interval(float, 0.0, None, closed="neither"), None],
+        "cluster": [Satisfies(lambda v: _check_text(v), "local, auto or ray://HOST:PORT"), None],
     }
 
     folds: int = 4
@@ -397,6 +429,8 @@ class CleanConfig(JobConfig):
     later_weighted: bool = True
     average_passes: bool = True
     budget: float | None = None
+    # The folds as Ray tasks (pseudolabel.cluster): local, auto, ray://HOST:PORT; None: this machine.
+    cluster: str | None = None
 
     @classmethod
     def _adjust(cls, flat: dict, given: dict) -> None:

@@ -20,6 +20,9 @@ Each round:
    events), its record into history.jsonl, and a checkpoint (model and the three arrays) is saved,
    so ``--resume`` continues after the last finished round.
 
+Before round 0, ``--data``'s items and given labels go into the store (``given`` events of round 0,
+split ``train``), as the in-memory selftrain job records them; the pool's items are split ``pool``.
+
 At the end the pool's scores (item, label, confidence, round) are written to ``pool_labels.parquet``
 chunk by chunk, and the model to ``model.joblib``. ``class_quota`` and ``--semi`` need every row's
 probabilities at once and are refused with a pool.
@@ -174,9 +177,10 @@ def run_selftrain_pool(config: Mapping, out, *, resume: bool = False, say: Calla
                 run = ctx.attach(RunDirectory.create(out, job="selftrain", config={
                     **config.to_dict(), "pool_items": len(pool)}))
             store = ctx.open_store(config.store or run.path / "labels.db")
-            store.begin_run("selftrain", config.to_dict(), run_id=config.run_id)
-            if not store.classes:
-                store.set_classes(ds.classes)
+            # --data's items and its given labels (round 0), as the in-memory selftrain job records
+            # them: diffed against the store, so a resumed run writes them once.
+            outputs.StoreRecorder(store, ds, config.run_id, job="selftrain",
+                                  config=config.to_dict()).record_given(y_partial)
             recorder = _PoolRecorder(store, pool, config.run_id, ds.classes, chunk_size)
             progress = EpochProgress(say=say)
             state = run.load_checkpoint() if resume else None

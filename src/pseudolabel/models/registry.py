@@ -8,7 +8,7 @@ name                   estimator                                                
 ``forest``             RandomForestClassifier, 200 trees (takes missing values)    table
 ``tfidf-logreg``       TfidfVectorizer (words and word pairs) + LogisticRegression text
 ``cnn``                :class:`~pseudolabel.models.ConvNetClassifier`              images
-a torchvision name     ``ConvNetClassifier(arch=NAME, weights=...)`` (resnet18, ...) images
+a torchvision name     ``ConvNetClassifier(arch=NAME, weights="imagenet")`` (resnet18, ...) images
 ``embed:BACKBONE``     ``EmbeddingClassifier(backbone=BACKBONE)``                  images
 ``module:MOD:FACTORY`` ``MOD.FACTORY()``: any scikit-learn classifier you write    any
 =====================  ==========================================================  ===========
@@ -17,6 +17,10 @@ The default by kind of data (:func:`default_model`): images ``cnn``; tables ``hg
 missing values and string columns' one-hot codes as they are, needs no scaling and is the
 strongest of the three on small tabular benchmarks without tuning; ``logreg`` is the faster,
 better calibrated choice for a few hundred rows); texts ``tfidf-logreg``.
+
+A backbone named here starts from ImageNet weights unless ``weights`` says otherwise (a file's
+path, or ``"none"``/None for random weights: ``--weights`` on the command line), as fastai's
+``cnn_learner`` does; ``ConvNetClassifier(arch=NAME)`` itself defaults to random weights.
 
 The CNN's parameters (epochs, batch size, ...) come from the job's recipe and go to the torch
 models only; scikit-learn models take the seed as ``random_state``. Torch models and the
@@ -41,7 +45,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pseudolabel.exceptions import InputError, one_line
 
-__all__ = ["make_model", "model_names", "default_model", "check_model", "model_kinds", "allows_nan", "KINDS",
+__all__ = ["make_model", "model_names", "is_backbone", "default_model", "check_model", "model_kinds", "allows_nan", "KINDS",
            "WeightedPipeline"]
 
 KINDS = ("images", "table", "text")
@@ -112,7 +116,7 @@ def _backbone_names() -> tuple[str, ...]:
     return ()
 
 
-def _is_backbone(name: str) -> bool:
+def is_backbone(name: str) -> bool:
     if _backbones_module() is not None:
         return name in _backbone_names()
     try:  # a torchvision classification model's name (torchvision is loaded only here)
@@ -215,6 +219,8 @@ def make_model(name: str | None, **params):
     """
     name = "cnn" if name is None else str(name).strip()
     seed = params.get("random_state")
+    if isinstance(params.get("weights"), str) and params["weights"].strip().lower() == "none":
+        params["weights"] = None  # --weights none: random initialization
     if name in _SKLEARN:
         return _SKLEARN[name][0](random_state=seed)
     if name.startswith(MODULE):
@@ -228,13 +234,13 @@ def make_model(name: str | None, **params):
         except ImportError as exc:
             raise InputError(f"--model {name!r} needs pseudolabel.models.embed ({one_line(exc)}); "
                              "pip install torchvision, or use another model.") from None
-        return _with_params(EmbeddingClassifier(backbone=backbone), params)
+        return _with_params(EmbeddingClassifier(backbone=backbone), params)  # its default: imagenet
     from pseudolabel.models.cnn import ConvNetClassifier  # torch: loaded only for the torch models
 
     if name == "cnn":
         return ConvNetClassifier(**params)
-    if name and _is_backbone(name):
-        return ConvNetClassifier(**{**params, "arch": name})
+    if name and is_backbone(name):
+        return ConvNetClassifier(**{"weights": "imagenet", **params, "arch": name})
     raise InputError(f"--model {name!r} is not a model; pass one of {_choices()}.")
 
 
