@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -262,3 +263,21 @@ def test_command_line_backbone_flags_refuse_bad_input_in_one_line(flags, needles
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert not out.exists()  # nothing written
+
+
+def test_command_line_cleans_a_folder_with_embeddings_of_a_weights_file(mnist_folder, resnet18_file, tmp_path):
+    """`clean --model embed:resnet18 --weights FILE --input-size 32`: features once, a logistic
+    regression per fold; every image gets an out-of-fold prediction in the store."""
+    root = Path(mnist_folder.X[0]).parents[1]
+    out = tmp_path / "clean"
+    result = CliRunner().invoke(main, [str(a) for a in (
+        "clean", "--data", root, "--model", "embed:resnet18", "--weights", resnet18_file, "--input-size", 32,
+        "--folds", 3, "--passes", 1, "--out", out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model_name"] == "embed:resnet18" and saved["input_size"] == 32
+    issues = pd.read_csv(out / "issues.csv")
+    assert len(issues) == N_IMAGES and issues["p_max"].between(0, 1).all()  # an out-of-fold row per image
+    with LabelStore(out / "labels.db") as store:
+        sources = store.events()["source"].value_counts().to_dict()
+    assert sources["given"] == N_IMAGES and sources.get("corrected", 0) > 0, sources  # random features: many fixes

@@ -265,3 +265,23 @@ def test_bad_table_files_are_data_errors(tmp_path):
         load_table(_write(tmp_path, "ids.csv", "id,a,y\nk,1,x\nk,2,z\n"), "y")
     with pytest.raises(InputError, match="no feature column"):
         load_table(_write(tmp_path, "bare.csv", "y\nx\nz\n"), "y")
+
+
+def test_selftrain_of_texts_uses_selftrainings_own_defaults(tmp_path, texts_csv):
+    """Without --threshold a model that is not a torch network gets SelfTraining's defaults
+    (criterion auto), not the CNN recipe's 0.99: TF-IDF probabilities on 140 texts stay far below
+    0.99, and the adaptive selection still takes pseudo labels."""
+    out = tmp_path / "st"
+    result = invoke("selftrain", "--data", texts_csv, "--label-column", "topic", "--text-column", "text",
+                    "--out", out)
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["threshold"] is None and saved["max_iter"] == 10
+    assert saved["relabel"] is False and saved["given_share"] is None
+    with LabelStore(out / "labels.db") as store:
+        sources = store.events()["source"].value_counts().to_dict()
+    assert sources.get("pseudo", 0) > 0, sources
+    again = invoke("selftrain", "--data", texts_csv, "--label-column", "topic", "--text-column", "text",
+                   "--threshold", "0.99", "--max-iter", "2", "--out", tmp_path / "given")
+    assert again.exit_code == 0, again.output + again.stderr
+    assert json.loads((tmp_path / "given" / "config.json").read_text())["threshold"] == 0.99  # as given

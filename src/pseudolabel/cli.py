@@ -133,7 +133,8 @@ def _selftrain_options(fn):
         click.option("--labeled", type=int, default=None, help="Keep N labels, hide the rest (experiments)."),
         click.option("--threshold", default=None,
                      help="Confidence a prediction must exceed; a comma list gives one per round (default: the "
-                          "recipe's, 0.99; jobs/recipes.py says why)."),
+                          "recipe's 0.99 for the CNN and backbones, jobs/recipes.py says why; for other models "
+                          "SelfTraining's criterion auto, docs/selftraining.md)."),
         click.option("--max-iter", type=int, default=None, help="Rounds of pseudo-labeling (default: the recipe's)."),
         click.option("--seed", type=int, default=None, show_default="0"),
         click.option("--epochs", type=EPOCHS, default=None,

@@ -115,6 +115,10 @@ INPUT_SIZE = "input_size"
 # Parameters only the torchvision backbones (and embed:) read; refused for other models.
 BACKBONE_PARAMS = {"weights": "--weights", "freeze_epochs": "--freeze-epochs", "image_size": "--input-size"}
 
+# The selftrain job's rounds for a model that is not a torch network (tables, texts, embed:,
+# module:): SelfTraining's defaults (docs/selftraining.md, "The default selection").
+SKLEARN_ROUNDS = dict(threshold=None, max_iter=10, relabel=False, given_share=None)
+
 _SEED = [Interval(int, 0, None)]
 # Stricter than the model's own rules where a job needs it: a job that trains zero epochs would
 # write a run of untrained models.
@@ -367,6 +371,17 @@ class SelfTrainConfig(JobConfig):
     # This share of each class's given labels is set aside (never trained on) to score every round;
     # the run keeps the round that scores best (jobs.selftrain.RoundRecorder); 0: the last round.
     validation: float = 0.0
+
+    @classmethod
+    def _adjust(cls, flat: dict, given: dict) -> None:
+        super()._adjust(flat, given)
+        from pseudolabel.models.registry import is_backbone  # torch is loaded lazily
+
+        name = flat.get("model_name")
+        if name is not None and name != "cnn" and not is_backbone(name):
+            # The recipes' rounds (0.99, relabel, given_share, 4 rounds) were tuned on the CNN;
+            # other models get SelfTraining's own defaults, criterion "auto" among them.
+            flat.update({k: v for k, v in SKLEARN_ROUNDS.items() if k not in given})
 
     def _check_more(self) -> None:
         self.selftraining().check_params()

@@ -208,7 +208,9 @@ def run_selftrain_pool(config: Mapping, out, *, resume: bool = False, say: Calla
                 if round_ == config.max_iter:  # the last fit: nothing more to label
                     n_added, threshold = 0, None
                 else:
-                    threshold = threshold_for_round(config.threshold, round_ + 1)
+                    # None (a model that is not a torch network): SelfTraining's plain threshold.
+                    threshold = threshold_for_round(0.95 if config.threshold is None else config.threshold,
+                                                    round_ + 1)
                     before = int((label >= 0).sum())
                     bounds = pool.chunk_bounds(chunk_size)
                     parts = (score_pool_locally(model, pool, bounds) if remote is None else
