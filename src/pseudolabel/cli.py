@@ -94,8 +94,8 @@ def _table_options(fn):
                            "table, tfidf-logreg for texts; docs/tables.md).")(fn)
     fn = click.option("--input-size", "input_size", type=int, default=None, metavar="PX",
                       help="With a backbone or embed:BACKBONE: the side images are resized to in front of the "
-                           "network (default: the weights' own, 224; with --weights none the images' own, at least 32; "
-                           "smaller is several times faster on a CPU).")(fn)
+                           "network (default: the weights' own, 224; with --weights none the images' own, at "
+                           "least 32; smaller is several times faster on a CPU).")(fn)
     fn = click.option("--freeze-epochs", "freeze_epochs", type=int, default=None, metavar="N",
                       help="With a backbone: epochs that train the new head alone before the whole network "
                            "(fastai's fine_tune; default 1).")(fn)

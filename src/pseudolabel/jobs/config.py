@@ -307,9 +307,11 @@ class JobConfig(Mapping):
         if name.startswith(EMBED):
             given = [flag for flag in given if flag == "--freeze-epochs"]  # embed: fine-tunes nothing
         if given:
-            raise InputError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a torchvision "
-                             f"backbone (--model resnet18, ...){'' if given == ['--freeze-epochs'] else ' or embed:BACKBONE'}"
-                             f", not --model {name}; leave {'it' if len(given) == 1 else 'them'} out or pick a backbone.")
+            one = len(given) == 1
+            models = "a torchvision backbone (--model resnet18, ...)" + (
+                "" if given == ["--freeze-epochs"] else " or embed:BACKBONE")
+            raise InputError(f"{', '.join(given)} {'applies' if one else 'apply'} to {models}, not --model {name}; "
+                             f"leave {'it' if one else 'them'} out or pick a backbone.")
 
     def _check_more(self) -> None:
         """Checks that need more than one value (a subclass's)."""

@@ -45,8 +45,8 @@ from sklearn.preprocessing import StandardScaler
 
 from pseudolabel.exceptions import InputError, one_line
 
-__all__ = ["make_model", "model_names", "is_backbone", "default_model", "check_model", "model_kinds", "allows_nan", "KINDS",
-           "WeightedPipeline"]
+__all__ = ["make_model", "model_names", "is_backbone", "default_model", "check_model", "model_kinds", "allows_nan",
+           "KINDS", "WeightedPipeline"]
 
 KINDS = ("images", "table", "text")
 DEFAULTS = {"images": "cnn", "table": "hgb", "text": "tfidf-logreg"}
