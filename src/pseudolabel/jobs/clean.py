@@ -36,7 +36,7 @@ from pseudolabel.jobs.clean_passes import (AUTO_SECOND_PASS, build_estimator, co
                                            fold_splits, later_pass_labels, n_passes, oof_by_fold, oof_passes,
                                            pass_config, workers)
 from pseudolabel.jobs.config import (NOISE_KINDS, CleanConfig, check_data,  # noqa: F401  (NOISE_KINDS: public here)
-                                     make_model)
+                                     make_model, pick_table_model)
 from pseudolabel.jobs.context import JobContext
 from pseudolabel.jobs.recipes import CLEAN_DEFAULTS as DEFAULTS
 from pseudolabel.parentwatch import exit_with_parent
@@ -235,6 +235,7 @@ def run_clean(config: Mapping, out: str | Path, *, resume: bool = False, say: Ca
                                                           skip_bad=config.skip_bad_images,
                                                           label_column=config.label_column,
                                                           text_column=config.text_column)
+    config = pick_table_model(config, ds.y, ds.X, say)
     check_data(config.model_name, config.data_kind, ds.X)  # before anything is written
     data = prepare_data(config, ds)
     splits = fold_splits(data.y, config.folds, config.seed, say)  # a class too small stops here

@@ -81,6 +81,24 @@ def make_model(model: Mapping, seed: int, callbacks=None, name: str | None = Non
     return registry_model(name, random_state=seed, callbacks=callbacks, **dict(model))
 
 
+def pick_table_model(config: "JobConfig", y, X, say) -> "JobConfig":
+    """The config with a table's default model settled by its data (registry.default_model: the
+    number of given labels in ``y``, missing values in ``X``), said in one line; a config whose
+    model was named, or that is not a table, as it is."""
+    if config.data_kind != "table" or not config.extra.get(MODEL_DEFAULTED):
+        return config
+    from pseudolabel.models.registry import default_model  # torch: lazily
+
+    n_labels = int(np.sum(np.asarray(y) != -1))
+    if getattr(config, "labeled", None) is not None:  # --labeled N keeps N of them
+        n_labels = min(n_labels, int(config.labeled))
+    missing = getattr(X, "dtype", None) is not None and X.dtype.kind == "f" and bool(np.isnan(X).any())
+    name = default_model("table", n_labels=n_labels, missing=missing)
+    say(f"model: {name}, the default for a table with {n_labels} given labels"
+        f"{' and missing values' if missing else ''} (--model to choose another; docs/tables.md)")
+    return config if name == config.model_name else type(config).build({**config.to_dict(), "model_name": name})
+
+
 def check_data(model_name: str | None, kind: str, X) -> None:
     """Refuse, in one line before anything is written, a table with missing numbers for a model
     that cannot take them (hgb and forest can)."""
@@ -114,6 +132,9 @@ def parse_duration(text) -> float:
 INPUT_SIZE = "input_size"
 # Parameters only the torchvision backbones (and embed:) read; refused for other models.
 BACKBONE_PARAMS = {"weights": "--weights", "freeze_epochs": "--freeze-epochs", "image_size": "--input-size"}
+
+# Set in config.json when a table's model was not named (--model): the jobs settle it by the data.
+MODEL_DEFAULTED = "model_defaulted"
 
 # The selftrain job's rounds for a model that is not a torch network (tables, texts, embed:,
 # module:): SelfTraining's defaults (docs/selftraining.md, "The default selection").
@@ -196,6 +217,8 @@ class JobConfig(Mapping):
             from pseudolabel.models.registry import default_model  # torch is loaded lazily
 
             flat["model_name"] = default_model("text" if flat.get("text_column") is not None else "table")
+            # A table's default is settled once its labels are read (pick_table_model).
+            flat[MODEL_DEFAULTED] = flat.get(MODEL_DEFAULTED, True)
 
     @classmethod
     def coerce(cls, config) -> "JobConfig":

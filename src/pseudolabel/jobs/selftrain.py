@@ -19,7 +19,7 @@ from pseudolabel.callbacks import Callback, EpochProgress, say as _say
 from pseudolabel.datasets import Dataset, load_dataset, read_images
 from pseudolabel.exceptions import InputError
 from pseudolabel.jobs import outputs
-from pseudolabel.jobs.config import SelfTrainConfig, check_data
+from pseudolabel.jobs.config import SelfTrainConfig, check_data, pick_table_model
 from pseudolabel.jobs.context import JobContext
 # The recipes by name live in jobs/recipes.py; their names stay importable from here.
 from pseudolabel.jobs.recipes import DEFAULTS, FRONTIER, FULL_LABELS, RECIPES, SEED_PROTOCOL  # noqa: F401
@@ -206,6 +206,7 @@ def run_selftrain(config: Mapping, out: str | Path, *, resume: bool = False,
                                                           skip_bad=config.skip_bad_images,
                                                           label_column=config.label_column,
                                                           text_column=config.text_column)
+    config = pick_table_model(config, ds.y, ds.X, say)
     check_data(config.model_name, config.data_kind, ds.X)  # before anything is written
     if config.data_kind != "images":
         ds = hold_out(ds, config.holdout, config.seed, say)

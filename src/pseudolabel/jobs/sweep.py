@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 from joblib import Parallel, delayed
 
 from pseudolabel.callbacks import say as _say
@@ -417,6 +418,16 @@ def run_sweep(config: dict, out: str | Path, *, n_jobs: int = 1, say: Callable[[
                 f"--labeled {n} is not fewer than the {n_given} labeled samples of {ds.name or settings['data']}; "
                 "pick smaller sizes (the all-labels reference row is run anyway)."
             )
+
+    if settings.get("label_column") is not None and settings.get("text_column") is None \
+            and settings.get("model_name") is None:
+        # One model for every cell of a table's grid, settled by its largest labeled size.
+        from pseudolabel.models.registry import default_model  # torch is loaded lazily
+
+        missing = ds.X.dtype.kind == "f" and bool(np.isnan(ds.X).any())
+        settings["model_name"] = default_model("table", n_labels=max(labeled), missing=missing)
+        say(f"model: {settings['model_name']}, the default for a table with up to {max(labeled)} labels per cell "
+            "(--model to choose another)")
 
     # Everything is checked: from here on files are written.
     resume = (out / CONFIG).is_file()
