@@ -216,9 +216,10 @@ class JobConfig(Mapping):
         if flat.get("model_name") is None and flat.get("label_column") is not None:
             from pseudolabel.models.registry import default_model  # torch is loaded lazily
 
-            flat["model_name"] = default_model("text" if flat.get("text_column") is not None else "table")
-            # A table's default is settled once its labels are read (pick_table_model).
-            flat[MODEL_DEFAULTED] = flat.get(MODEL_DEFAULTED, True)
+            table = flat.get("text_column") is None
+            flat["model_name"] = default_model("table" if table else "text")
+            if table:  # a table's default is settled once its labels are read (pick_table_model)
+                flat[MODEL_DEFAULTED] = flat.get(MODEL_DEFAULTED, True)
 
     @classmethod
     def coerce(cls, config) -> "JobConfig":
