@@ -269,12 +269,13 @@ def test_bad_table_files_are_data_errors(tmp_path):
 
 def test_selftrain_of_texts_uses_selftrainings_own_defaults(tmp_path, texts_csv):
     """Without --threshold a model that is not a torch network gets SelfTraining's defaults
-    (criterion auto), not the CNN recipe's 0.99: TF-IDF probabilities on 140 texts stay far below
-    0.99, and the adaptive selection still takes pseudo labels."""
+    (criterion auto: here a confident model, so scikit-learn's 0.75, said in a line), not the CNN
+    recipe's 0.99 with relabeling; a threshold given is used as written."""
     out = tmp_path / "st"
     result = invoke("selftrain", "--data", texts_csv, "--label-column", "topic", "--text-column", "text",
                     "--out", out)
     assert result.exit_code == 0, result.output + result.stderr
+    assert "selection: scikit-learn's threshold 0.75 (" in result.output  # these word lists are easy
     saved = json.loads((out / "config.json").read_text())
     assert saved["threshold"] is None and saved["max_iter"] == 10
     assert saved["relabel"] is False and saved["given_share"] is None
@@ -295,6 +296,7 @@ def test_a_small_tables_default_model_is_logreg_and_a_large_ones_hgb(tmp_path, w
     result = invoke("selftrain", "--data", wine_csv, "--label-column", "target", "--max-iter", "1", "--out", out)
     assert result.exit_code == 0, result.output + result.stderr
     assert "model: logreg, the default for a table with 118 given labels" in result.output
+    assert "selection: scikit-learn's threshold 0.75" in result.output  # logreg is confident on wine
     saved = json.loads((out / "config.json").read_text())
     assert saved["model_name"] == "logreg" and saved["model_defaulted"] is True
 
@@ -316,3 +318,25 @@ def test_a_small_tables_default_model_is_logreg_and_a_large_ones_hgb(tmp_path, w
                     "--out", tmp_path / "gap")
     assert result.exit_code == 0, result.output + result.stderr
     assert "model: hgb, the default for a table with 118 given labels and missing values" in result.output
+
+
+def test_selftrain_says_adaptive_for_an_underconfident_text_model(tmp_path):
+    """Texts that mix topics (2 words of their topic, 1 of another, 4 fillers) and 24 labels: TF-IDF
+    + logistic regression puts almost nothing above 0.75, so criterion auto goes adaptive, says so,
+    and still takes pseudo labels."""
+    rng = np.random.default_rng(3)
+    topics = list(TOPICS)
+    rows = []
+    for i in range(400):
+        topic, other = topics[i % 4], topics[(i + 1 + rng.integers(3)) % 4]
+        words = list(rng.choice(TOPICS[topic].split(), 2)) + list(rng.choice(TOPICS[other].split(), 1)) + \
+            list(rng.choice(FILLER, 4))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "topic": topic if i % 16 == 0 or i % 16 == 5 or i % 16 == 10 else ""})
+    pd.DataFrame(rows).to_csv(tmp_path / "mixed.csv", index=False)
+    result = invoke("selftrain", "--data", tmp_path / "mixed.csv", "--label-column", "topic", "--text-column", "text",
+                    "--holdout", "0", "--out", tmp_path / "st")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "selection: adaptive (" in result.output and "temperature" in result.output, result.output
+    with LabelStore(tmp_path / "st" / "labels.db") as store:
+        assert (store.events()["source"] == "pseudo").sum() > 0

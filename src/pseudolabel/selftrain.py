@@ -174,6 +174,9 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     ----------
     estimator_ : the fitted estimator of the last round.
     criterion_ : 'threshold', 'k_best' or 'adaptive': the selection used (``criterion`` resolved).
+    confident_share_ : float, with criterion "auto" resolved for a model other than the CNN (after
+        the first selection): the share of the pool above 0.75 that decided between a plain
+        threshold (at least 0.7) and "adaptive".
     temperature_ : float, with criterion_ 'adaptive' (after the first round): the temperature of
         the out-of-fold predictions of the given labels (< 1 sharpens an underconfident model).
     classes_ : the classes of the given labels.
@@ -504,13 +507,15 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             pred = est_classes[proba.argmax(axis=1)]
             conf = proba.max(axis=1)
             threshold = None
-            if self.criterion_ == "adaptive" and self.n_iter_ == 0 and confident_enough(proba):
-                # The first selection sees a model that is confident on most of the pool: a plain
-                # threshold (scikit-learn's 0.75) takes that share at once; nothing to adapt to.
-                self.criterion_ = "threshold"
+            if self.criterion_ == "adaptive" and self.n_iter_ == 0:
+                self.confident_share_ = float(np.mean(conf > CONFIDENT_THRESHOLD))
+                if confident_enough(proba):
+                    # The first selection sees a model that is confident on most of the pool: a plain
+                    # threshold (scikit-learn's 0.75) takes that share at once; nothing to adapt to.
+                    self.criterion_ = "threshold"
                 if self.verbose:
-                    print(f"criterion auto: {np.mean(conf > CONFIDENT_THRESHOLD):.0%} of the pool above "
-                          f"{CONFIDENT_THRESHOLD}: a plain threshold", flush=True)
+                    print(f"criterion auto: {self.confident_share_:.0%} of the pool above {CONFIDENT_THRESHOLD}: "
+                          f"{'a plain threshold' if self.criterion_ == 'threshold' else 'adaptive'}", flush=True)
             if self.criterion_ == "adaptive":
                 if self.temperature_ is None:
                     self.temperature_ = self._given_temperature(X, y)
@@ -654,7 +659,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         # transduction_ is saved as codes (-1 unlabeled), the same for names and integer labels.
         state = {k.lstrip("_") + ("_" if k == "_transduction" else ""): getattr(self, k) for k in (
             "estimator_", "_transduction", "labeled_iter_", "label_confidence_", "history_", "n_iter_",
-            "termination_condition_", "final_fitted_", "criterion_") if hasattr(self, k)}
+            "termination_condition_", "final_fitted_", "criterion_", "confident_share_") if hasattr(self, k)}
         state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
         state["history_"] = [dict(r) for r in self.history_]
         return state

@@ -315,6 +315,12 @@ def _fit_and_record(config: SelfTrainConfig, ds, run, recorder, y_partial, y_tru
     eval_set = (ds.X_test, ds.y_test) if ds.X_test is not None else None
     say(f"self-training on {ds.name}: {int((y_partial != -1).sum())} labeled, {int((y_partial == -1).sum())} unlabeled")
     st.fit(ds.X, y_partial, eval_set=eval_set, y_true=y_true, resume=state)
+    if getattr(st, "confident_share_", None) is not None:  # criterion auto, for a model other than the CNN
+        share = f"{st.confident_share_:.0%} of the pool above 0.75 in round 1"
+        say(f"selection: scikit-learn's threshold 0.75 ({share}: the model is confident)"
+            if st.criterion_ == "threshold" else
+            f"selection: adaptive ({share}; confidences calibrated on the given labels"
+            f"{'' if st.temperature_ is None else f', temperature {st.temperature_:.2f}'}; docs/selftraining.md)")
     history = run.read_history()
     picked = rounds.pick(st, history, say)
     st.picked_round_ = history[-1]["round"] if picked is None and history else picked
