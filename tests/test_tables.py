@@ -321,7 +321,7 @@ def test_a_small_tables_default_model_is_logreg_and_a_large_ones_hgb(tmp_path, w
 
 
 def test_selftrain_says_adaptive_for_an_underconfident_text_model(tmp_path):
-    """Texts that mix topics (2 words of their topic, 1 of another, 4 fillers) and 24 labels: TF-IDF
+    """Texts that mix topics (2 words of their topic, 1 of another, 4 fillers) and 75 labels: TF-IDF
     + logistic regression puts almost nothing above 0.75, so criterion auto goes adaptive, says so,
     and still takes pseudo labels."""
     rng = np.random.default_rng(3)
