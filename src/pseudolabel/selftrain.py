@@ -459,6 +459,7 @@ class SelfTraining(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.classes_ = classes if names is None else names
         self.held_out_ = self._validation_rows(y)
         self.criterion_ = self._resolve_criterion()
+        self.__dict__.pop("confident_share_", None)  # an earlier fit's; a resumed state brings its own
         if self.criterion_ == "adaptive":
             # Fitted before the first round that needs it (none with max_iter=0).
             self.temperature_ = None
