@@ -234,11 +234,16 @@ class Cluster:
                     shared.setdefault(id(a), (a, ray.put(a)))
         refs = [remote.remote(*[shared[id(a)][1] if id(a) in shared else self._put(a) for a in args])
                 for args in arglists]
+        # Only refs not yet returned are cancelled when the caller stops early (an error, a closed
+        # generator): Ray 2.60 aborts the driver when a finished task is force-cancelled while its
+        # reply is handled ("Check failed: it != submissible_tasks_.end()").
         pending = list(refs)
         try:
             if ordered:
                 for ref in refs:
-                    yield ray.get(ref)
+                    result = ray.get(ref)
+                    pending.remove(ref)
+                    yield result
             else:
                 while pending:
                     ready, pending = ray.wait(pending, num_returns=1)
