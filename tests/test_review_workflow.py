@@ -146,7 +146,7 @@ def human(db, who=None):
     return [r for r in rows if who is None or r[2] == who]
 
 
-def wait_for(predicate, timeout=10.0):
+def wait_for(predicate, timeout=30.0):  # generous: the suite runs Ray and CNN jobs beside the browser
     deadline = time.time() + timeout
     while not predicate():
         assert time.time() < deadline, "timed out"
